@@ -1,0 +1,92 @@
+"""The run directory: the unit a user keeps.
+
+``config.json`` records what was trained (the :class:`~pyro_gen.vae.ModelSpec`), how
+(:class:`~pyro_gen.train.TrainSettings`) and on which data; ``checkpoint.pt`` the parameters and
+training state; ``metrics.jsonl`` one row per epoch. :func:`load_run` rebuilds the trained model
+from the directory alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json, read_jsonl
+from .data import Dataset, binarize_fixed, load_data
+from .train import TrainSettings
+from .vae import VAE, ModelSpec
+
+__all__ = ["Run", "load_run", "make_config", "test_tensor"]
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder, configuration, model (in eval mode) and history."""
+
+    path: Path
+    config: dict
+    spec: ModelSpec
+    settings: TrainSettings
+    vae: VAE
+    history: list
+
+    def load_data(self, spec: Optional[str] = None) -> Dataset:
+        """The run's data set (or ``spec`` instead), validated for the run's likelihood and image shape."""
+        data = self.config["data"]
+        ds = load_data(spec or data["spec"], likelihood=self.spec.likelihood, root=data.get("root"))
+        if tuple(ds.image_shape) != tuple(self.spec.image_shape):
+            raise RunError(f"{spec or data['spec']}: images of shape {ds.image_shape} do not fit this run, "
+                           f"which was trained on {tuple(self.spec.image_shape)}")
+        return ds
+
+
+def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_root=None,
+                model_kind: str = "vae") -> dict:
+    """The content of ``config.json``."""
+    from dataclasses import asdict
+    return {"format_version": FORMAT_VERSION, "pyro_gen_version": __version__, "model_kind": model_kind,
+            "model": spec.to_dict(), "train": asdict(settings),
+            "data": {"spec": data_spec, "root": None if data_root is None else str(data_root)}}
+
+
+def load_run(run_dir) -> Run:
+    """Rebuild a trained model from a run directory.
+
+    :param run_dir: a folder written by ``pyro-gen train`` (or :func:`pyro_gen.train.fit` plus a
+        ``config.json`` from :func:`make_config`).
+    :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory")
+    config = read_json(path / CONFIG)
+    try:
+        if config.get("format_version") != FORMAT_VERSION:
+            raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
+                           f"supported (expects {FORMAT_VERSION})")
+        spec = ModelSpec.from_dict(config["model"])
+        settings = TrainSettings(**config["train"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, RunError):
+            raise
+        raise RunError(f"{path / CONFIG}: not a valid pyro_gen run configuration ({e})") from None
+    state = load_checkpoint(path / CHECKPOINT)
+    vae = spec.build()
+    try:
+        vae.load_state_dict(state.get("best_model") or state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
+    vae.eval()
+    return Run(path=path, config=config, spec=spec, settings=settings, vae=vae,
+               history=read_jsonl(path / METRICS))
+
+
+def test_tensor(ds: Dataset, likelihood_binarizes: bool) -> Tuple[torch.Tensor, Optional[np.ndarray]]:
+    """The test split as a tensor, binarized once with seed 0 for a Bernoulli likelihood (the
+    protocol of BENCHMARKS.md), and its labels."""
+    x = binarize_fixed(ds.test_x, seed=0) if likelihood_binarizes else ds.test_x
+    return torch.as_tensor(x, dtype=torch.float32), ds.test_y

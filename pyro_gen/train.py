@@ -1,0 +1,262 @@
+"""Training a VAE with stochastic variational inference.
+
+:func:`fit` minimizes the negative ELBO of a Pyro model/guide pair by minibatch gradient
+descent: each step computes ``elbo.differentiable_loss(vae.model, vae.guide, x)`` (see
+:func:`pyro_gen.objectives.training_loss`) and takes one step of a torch optimizer over the
+module's parameters. This is Pyro's ``ELBOModule`` way of running SVI: the same estimator as
+``pyro.infer.SVI``, without the global parameter store, which keeps the step as fast as a
+hand-written PyTorch step and makes checkpoints plain state dicts.
+
+Each epoch appends a row to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically, so a run
+that is killed can be resumed (``resume=True``) from its last complete epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
+                         write_jsonl)
+from .data import binarize
+from .objectives import make_elbo, training_loss
+
+__all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer"]
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainSettings:
+    """How to train; stored in ``config.json`` under ``"train"``.
+
+    :param epochs: passes over the training data.
+    :param batch_size: minibatch size.
+    :param lr: peak learning rate.
+    :param elbo: ``"trace"`` or ``"meanfield"`` (see :mod:`pyro_gen.objectives`).
+    :param num_particles: Monte Carlo particles per datum.
+    :param optimizer: ``"adam"`` or ``"clippedadam"`` (Adam with gradient-norm clipping at ``clip_norm``).
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (cosine decay to ``lr / 20`` over the epochs).
+    :param seed: seeds parameters, minibatch order, binarization and the ELBO's draws.
+    :param patience: stop when the validation ELBO has not improved for this many epochs
+        (``None``: train all epochs); the best parameters are kept.
+    :param val_fraction: share of the training data held out for validation when
+        ``patience`` is set.
+    :param clip_norm: gradient-norm bound for ``clippedadam``.
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 2e-3
+    elbo: str = "trace"
+    num_particles: int = 1
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    patience: Optional[int] = None
+    val_fraction: float = 0.1
+    clip_norm: float = 10.0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "num_particles"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("adam", "clippedadam"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: expected adam or clippedadam")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}: expected constant or cosine")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {self.patience}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
+        make_elbo(self.elbo)  # validates the name
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    :param history: one dict per epoch (the rows of ``metrics.jsonl``).
+    :param checkpoint_path: the final checkpoint, or ``None`` without a run directory.
+    :param stopped_early: whether early stopping ended training.
+    """
+
+    history: List[dict] = field(default_factory=list)
+    checkpoint_path: Optional[Path] = None
+    stopped_early: bool = False
+
+
+def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam (fused into one kernel where torch supports it on the device)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=settings.lr, fused=True)
+    except (RuntimeError, ValueError):  # fused Adam not available for this device/dtype
+        return torch.optim.Adam(params, lr=settings.lr)
+
+
+def _make_schedule(opt, settings: TrainSettings, steps_per_epoch: int):
+    total = settings.epochs * steps_per_epoch
+    if settings.lr_schedule == "cosine":
+        def factor(step):
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    else:
+        def factor(step):
+            return 1.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def split_validation(x: np.ndarray, fraction: float, seed: int):
+    """Hold out ``fraction`` of ``x`` (chosen by ``seed``) for validation: ``(train, val)``."""
+    idx = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(fraction * len(x))))
+    return x[np.sort(idx[n_val:])], x[np.sort(idx[:n_val])]
+
+
+@torch.no_grad()
+def mean_elbo(vae, elbo, x: torch.Tensor, batch_size: int = 1000) -> float:
+    """The single-sample ELBO per datum of ``x`` under ``elbo``'s estimator (β = 1)."""
+    total, kl_scale, num_data = 0.0, vae.kl_scale, vae.num_data
+    vae.kl_scale, vae.num_data = 1.0, None
+    try:
+        for start in range(0, len(x), batch_size):
+            total -= float(elbo.loss(vae.model, vae.guide, x[start:start + batch_size]))
+    finally:
+        vae.kl_scale, vae.num_data = kl_scale, num_data
+    return total / len(x)
+
+
+def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
+        val_x: Optional[np.ndarray] = None, run_dir=None, resume: bool = False, progress: bool = True,
+        on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
+    """Train ``vae`` on ``train_x`` by SVI.
+
+    :param vae: a :class:`~pyro_gen.vae.VAE`; its ``num_data`` is set to the training-set size.
+    :param train_x: training images ``(N, C, H, W)``, float32 in the likelihood's support.
+    :param settings: a :class:`TrainSettings`.
+    :param val_x: data whose ELBO is reported each epoch (binarized already for a Bernoulli
+        likelihood). With ``settings.patience`` set, a validation split is instead carved out
+        of ``train_x`` and early stopping watches it.
+    :param run_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nothing is written).
+    :param resume: continue from ``run_dir/checkpoint.pt``.
+    :param progress: show a progress bar.
+    :param on_epoch: called with each epoch's metrics row.
+    :returns: a :class:`FitResult`.
+    """
+    torch.manual_seed(settings.seed)
+    if settings.patience is not None:
+        train_x, val_x = split_validation(train_x, settings.val_fraction, settings.seed)
+        if vae.likelihood.binarize:
+            from .data import binarize_fixed
+            val_x = binarize_fixed(val_x, seed=settings.seed)
+    x_all = torch.as_tensor(train_x, dtype=torch.float32)
+    x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32)
+    n = len(x_all)
+    vae.num_data = n
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    elbo = make_elbo(settings.elbo, settings.num_particles)
+    eval_elbo = make_elbo("trace")
+    opt = make_optimizer(vae.parameters(), settings)
+    sched = _make_schedule(opt, settings, steps_per_epoch)
+    gen = torch.Generator().manual_seed(settings.seed)
+
+    run_dir = None if run_dir is None else Path(run_dir)
+    history: List[dict] = []
+    start_epoch, best, best_state, bad_epochs = 0, -math.inf, None, 0
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        best_state = state.get("best_model")
+        history = read_jsonl(run_dir / METRICS)[:start_epoch]
+        if len(history) != start_epoch:
+            raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
+    elif run_dir is not None:
+        write_jsonl(run_dir / METRICS, [])
+
+    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not progress, unit="step", dynamic_ncols=True, leave=True)
+    stopped_early = False
+    vae.train()
+    try:
+        for epoch in range(start_epoch, settings.epochs):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen)
+            total = 0.0
+            for step in range(steps_per_epoch):
+                x = x_all[perm[step * settings.batch_size:(step + 1) * settings.batch_size]]
+                if vae.likelihood.binarize:
+                    x = binarize(x, gen)
+                opt.zero_grad(set_to_none=True)
+                # Validate shapes and supports on the first step, then run without checks.
+                with pyro.validation_enabled(epoch == start_epoch and step == 0):
+                    loss = training_loss(elbo, vae, x)
+                    loss.backward()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
+                        f"checkpoint (epoch {epoch}) is kept: resume with --resume and a lower --lr")
+                if settings.optimizer == "clippedadam":
+                    torch.nn.utils.clip_grad_norm_(vae.parameters(), settings.clip_norm)
+                opt.step()
+                sched.step()
+                total += value * len(x)
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, elbo=f"{-value:.2f}", refresh=False)
+            row = {"epoch": epoch + 1, "train_elbo": -total / n, "lr": opt.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t0}
+            if x_val is not None:
+                vae.eval()
+                row["val_elbo"] = mean_elbo(vae, eval_elbo, x_val)
+                vae.train()
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            watched = row.get("val_elbo", row["train_elbo"])
+            if watched > best:
+                best, bad_epochs = watched, 0
+                if settings.patience is not None:
+                    best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+            else:
+                bad_epochs += 1
+            stopped_early = settings.patience is not None and bad_epochs >= settings.patience
+            if run_dir is not None:
+                write_jsonl(run_dir / METRICS, history)
+                state = {"model": vae.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "data_rng": gen.get_state(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
+                         "bad_epochs": bad_epochs, "finished": stopped_early or epoch + 1 == settings.epochs}
+                if best_state is not None:
+                    state["best_model"] = best_state
+                save_checkpoint(run_dir / CHECKPOINT, state)
+            if stopped_early:
+                break
+    finally:
+        bar.close()
+    if best_state is not None:
+        vae.load_state_dict(best_state)
+    vae.eval()
+    return FitResult(history=history,
+                     checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,
+                     stopped_early=stopped_early)
+
+
+def settings_dict(settings: TrainSettings) -> dict:
+    return asdict(settings)

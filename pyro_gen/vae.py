@@ -1,0 +1,146 @@
+"""The variational autoencoder as a Pyro model/guide pair.
+
+.. math::
+
+    p_\\theta(x, z) = p(z)\\, p_\\theta(x \\mid z), \\qquad q_\\phi(z \\mid x)
+
+``VAE.model`` samples ``z`` from the prior and observes ``x`` under the likelihood of the
+decoder's output; ``VAE.guide`` samples ``z`` from the amortized guide family. Both run inside
+a ``pyro.plate("data")`` scaled by ``num_data / batch_size``, so that the ELBO of a minibatch is an
+unbiased estimate of the ELBO of the whole data set (Hoffman et al. 2013). A ``kl_scale``
+(β of the β-VAE, or a warm-up value) scales the latent site in model and guide alike, which
+multiplies the KL term of the ELBO and nothing else.
+
+Any Pyro ELBO trains it: ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Tuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import nn
+
+from .guides import make_guide
+from .likelihoods import make_likelihood
+from .nets import make_networks
+from .priors import make_prior
+
+__all__ = ["VAE", "ModelSpec"]
+
+
+def _scaled(scale: float):
+    return contextlib.nullcontext() if scale == 1.0 else poutine.scale(scale=scale)
+
+
+class VAE(nn.Module):
+    """A VAE (or, with a :class:`~pyro_gen.guides.Delta` guide, a deterministic autoencoder).
+
+    :param guide: an amortized guide family (:mod:`pyro_gen.guides`) holding the encoder.
+    :param decoder: a network from z to one output per pixel (:mod:`pyro_gen.nets`).
+    :param prior: a prior module (:mod:`pyro_gen.priors`) returning a distribution over z.
+    :param likelihood: a likelihood module (:mod:`pyro_gen.likelihoods`).
+    :param num_data: size of the whole data set; ``None`` scores each batch as the whole data.
+    :param kl_scale: the weight β of the latent site (1 for the ELBO).
+    """
+
+    def __init__(self, guide: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module,
+                 num_data: Optional[int] = None, kl_scale: float = 1.0):
+        super().__init__()
+        self.guide_net = guide
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+        self.num_data = num_data
+        self.kl_scale = kl_scale
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior().event_shape[0]
+
+    def _data_scale(self, batch_size: int) -> float:
+        return 1.0 if self.num_data is None else self.num_data / batch_size
+
+    def model(self, x: torch.Tensor) -> None:
+        """:math:`z \\sim p(z)`, :math:`x \\sim p_\\theta(x \\mid z)` for a batch ``x`` of shape ``(B, C, H, W)``."""
+        with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
+            with _scaled(self.kl_scale):
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        """:math:`z \\sim q_\\phi(z \\mid x)`."""
+        with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
+            with _scaled(self.kl_scale):
+                pyro.sample("z", self.guide_net(x))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The guide's mean of z for each image, shape ``(B, latent_dim)``."""
+        return self.guide_net(x).mean
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean image for each code, shape ``z.shape[:-1] + (C, H, W)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean image of :math:`p(x \\mid z = E_q[z])`."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Mean images of ``n`` codes drawn from the prior, shape ``(n, C, H, W)``."""
+        if generator is not None:
+            with torch.random.fork_rng():
+                torch.set_rng_state(generator.get_state())
+                z = self.prior().sample((n,))
+        else:
+            z = self.prior().sample((n,))
+        return self.decode(z)
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model; stored as ``config.json`` in a run directory.
+
+    :param image_shape: ``(C, H, W)`` of one datum.
+    :param latent_dim: size of z.
+    :param net: ``"mlp"`` or ``"conv"``.
+    :param hidden: hidden widths of the encoder (the decoder mirrors them).
+    :param likelihood: a name from :data:`pyro_gen.likelihoods.LIKELIHOODS`.
+    :param guide: a name from :data:`pyro_gen.guides.GUIDES`.
+    :param prior: a name from :data:`pyro_gen.priors.PRIORS`.
+    """
+
+    image_shape: Tuple[int, int, int]
+    latent_dim: int = 32
+    net: str = "mlp"
+    hidden: Tuple[int, ...] = (512,)
+    likelihood: str = "bernoulli"
+    guide: str = "diagonal"
+    prior: str = "standard"
+    extra: dict = field(default_factory=dict)
+
+    def build(self, num_data: Optional[int] = None) -> VAE:
+        """Construct the :class:`VAE` this spec describes."""
+        encoder, decoder = make_networks(self.net, tuple(self.image_shape), self.latent_dim, self.hidden)
+        return VAE(guide=make_guide(self.guide, encoder, self.latent_dim),
+                   decoder=decoder,
+                   prior=make_prior(self.prior, self.latent_dim),
+                   likelihood=make_likelihood(self.likelihood),
+                   num_data=num_data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        d = dict(d)
+        d["image_shape"] = tuple(d["image_shape"])
+        d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
