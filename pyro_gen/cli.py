@@ -20,10 +20,12 @@ import torch
 from . import __version__
 from .checkpoint import CHECKPOINT, CONFIG, RunError, write_json
 from .data import DataError, load_data
+from ._spec import parse_spec, spec_usage
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .nets import NETWORKS
 from .objectives import ELBOS
+from .priors import PRIORS
 from .train import TrainingError, TrainSettings
 
 __all__ = ["main", "build_parser"]
@@ -72,12 +74,17 @@ MODEL_FLAGS = [
     ("--net", "net", dict(choices=list(NETWORKS), help="encoder/decoder networks (default mlp)")),
     ("--hidden", "hidden", dict(type=_hidden, help="hidden widths, e.g. 512 or 512,256 (default 512)")),
     ("--likelihood", "likelihood", dict(choices=list(LIKELIHOODS), help="p(x|z) (default bernoulli)")),
+    ("--prior", "prior", dict(metavar="SPEC", help=f"p(z): {spec_usage(PRIORS)} (default standard)")),
+    ("--guide", "guide", dict(metavar="SPEC", help=f"q(z|x): {spec_usage(GUIDES)} (default diagonal; "
+                                                   f"--model ae is the delta guide)")),
 ]
 TRAIN_FLAGS = [
     ("--epochs", "epochs", dict(type=_positive_int, help="passes over the training data (default 100)")),
     ("--batch-size", "batch_size", dict(type=_positive_int, help="minibatch size (default 128)")),
     ("--lr", "lr", dict(type=_positive_float, help="peak learning rate (default 2e-3)")),
-    ("--elbo", "elbo", dict(choices=list(ELBOS), help="trace: Monte Carlo KL; meanfield: closed-form KL (default trace)")),
+    ("--elbo", "elbo", dict(choices=list(ELBOS), help="trace: Monte Carlo KL; meanfield: closed-form KL where one exists, "
+                                                     "Monte Carlo otherwise; analytic: closed-form KL or an error "
+                                                     "(default trace)")),
     ("--optimizer", "optimizer", dict(choices=["adam", "clippedadam"], help="default adam")),
     ("--lr-schedule", "lr_schedule", dict(choices=["cosine", "constant"], help="default cosine")),
     ("--patience", "patience", dict(type=_positive_int, help="early stopping on a held-out 10%% of the training data")),
@@ -128,6 +135,21 @@ def _explicit(args, flags) -> dict:
             if getattr(args, flag[2:].replace("-", "_")) is not None}
 
 
+def _model_kind(args, model_kw: dict) -> str:
+    """Resolve ``--model`` against ``--guide`` (``ae`` is the delta guide) and check both spec strings."""
+    guide = model_kw.get("guide")
+    if args.model == "ae" and guide not in (None, MODELS["ae"]):
+        raise UsageError(f"--model ae is the deterministic autoencoder (guide delta) and cannot take --guide {guide}: "
+                         f"drop --guide, or use --model vae --guide {guide}")
+    if args.model == "vae" and guide == MODELS["ae"]:
+        raise UsageError("--guide delta is the deterministic autoencoder: use --model ae (or drop --model)")
+    model = args.model or ("ae" if guide == MODELS["ae"] else "vae")
+    model_kw.setdefault("guide", MODELS[model])
+    parse_spec(model_kw["guide"], GUIDES, "guide")
+    parse_spec(model_kw.get("prior", "standard"), PRIORS, "prior")
+    return model
+
+
 def cmd_train(args) -> int:
     from .evaluate import elbo_per_datum
     from .plots import plot_history, plot_images, plot_reconstructions
@@ -148,7 +170,7 @@ def cmd_train(args) -> int:
         settings = TrainSettings(**{**config["train"], **train_kw})
         run_dir = args.out
     else:
-        model = args.model or "vae"
+        model = _model_kind(args, model_kw)
         run_dir = args.out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists():
             raise UsageError(f"{run_dir} already holds a run: continue it with --resume or choose another --out")
@@ -157,10 +179,14 @@ def cmd_train(args) -> int:
     likelihood = model_kw.get("likelihood", "bernoulli") if not args.resume else spec.likelihood
     ds = (run.load_data() if args.resume else load_data(data_spec, likelihood=likelihood, root=args.data_root))
     if not args.resume:
-        spec = ModelSpec(image_shape=ds.image_shape, guide=MODELS[model], **model_kw)
+        spec = ModelSpec(image_shape=ds.image_shape, **model_kw)
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model)
+    torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = spec.build()
     x_test, _ = test_tensor(ds, vae.likelihood.binarize)
+    if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
+        from .objectives import check_analytic_kl
+        check_analytic_kl(vae.model, vae.guide, x_test[:2])
     if not args.resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG, config)

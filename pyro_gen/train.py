@@ -12,8 +12,10 @@ that is killed can be resumed (``resume=True``) from its last complete epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -139,7 +141,8 @@ def mean_elbo(vae, elbo, x: torch.Tensor, batch_size: int = 1000) -> float:
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         val_x: Optional[np.ndarray] = None, run_dir=None, resume: bool = False, progress: bool = True,
-        on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
+        on_epoch: Optional[Callable[[dict], None]] = None,
+        epoch_metrics: Optional[Callable[..., dict]] = None) -> FitResult:
     """Train ``vae`` on ``train_x`` by SVI.
 
     :param vae: a :class:`~pyro_gen.vae.VAE`; its ``num_data`` is set to the training-set size.
@@ -151,7 +154,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     :param run_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nothing is written).
     :param resume: continue from ``run_dir/checkpoint.pt``.
     :param progress: show a progress bar.
-    :param on_epoch: called with each epoch's metrics row.
+    :param on_epoch: called with each epoch's metrics row, after its checkpoint is written.
+    :param epoch_metrics: ``epoch_metrics(vae, x_val) -> dict`` adds entries (e.g. diagnostics) to
+        each epoch's row; called in eval mode without gradients. ``x_val`` may be ``None``.
     :returns: a :class:`FitResult`.
     """
     torch.manual_seed(settings.seed)
@@ -187,13 +192,18 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         if len(history) != start_epoch:
             raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
     elif run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(run_dir / METRICS, [])
 
     bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress, unit="step", dynamic_ncols=True, leave=True)
     stopped_early = False
     vae.train()
+    quiet_nan = contextlib.ExitStack()
     try:
+        # a non-finite loss is reported below as a TrainingError naming the epoch and the step
+        quiet_nan.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Encountered NaN")
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen)
@@ -226,9 +236,12 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 vae.eval()
                 row["val_elbo"] = mean_elbo(vae, eval_elbo, x_val)
                 vae.train()
+            if epoch_metrics is not None:
+                vae.eval()
+                with torch.no_grad():
+                    row.update(epoch_metrics(vae, x_val))
+                vae.train()
             history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
             watched = row.get("val_elbo", row["train_elbo"])
             if watched > best:
                 best, bad_epochs = watched, 0
@@ -246,10 +259,13 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 if best_state is not None:
                     state["best_model"] = best_state
                 save_checkpoint(run_dir / CHECKPOINT, state)
+            if on_epoch is not None:
+                on_epoch(row)
             if stopped_early:
                 break
     finally:
         bar.close()
+        quiet_nan.close()
     if best_state is not None:
         vae.load_state_dict(best_state)
     vae.eval()
