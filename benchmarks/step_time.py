@@ -4,7 +4,12 @@ Both sides use the same ``VAE`` modules (encoder, heads, decoder) and ``torch.op
 hand-written side computes the same ELBO by hand (reparameterized Normal draw, Bernoulli
 log-likelihood from logits, Monte Carlo KL for ``Trace_ELBO`` or the closed-form KL for
 ``TraceMeanField_ELBO``). Steps of the two are interleaved in blocks so that machine noise hits
-both alike; the figure is the median over blocks of the per-block time ratio.
+both alike; the figure is the median over blocks of the per-block time ratio. Distribution
+argument checks are off on both sides, as in ``fit()`` after its first step.
+
+With ``--fit-optimizer`` our side uses the optimizer ``fit()`` builds (Adam fused into one
+kernel) while the hand-written side keeps the default ``torch.optim.Adam``: the step a user of
+each actually runs.
 
     python benchmarks/step_time.py            # batch 32, 128, 512
     python benchmarks/step_time.py --batch 128 --blocks 15
@@ -18,12 +23,14 @@ import sys
 import time
 from pathlib import Path
 
+import pyro
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_gen.objectives import make_elbo, training_loss  # noqa: E402
+from pyro_gen.train import TrainSettings, make_optimizer  # noqa: E402
 from pyro_gen.vae import ModelSpec  # noqa: E402
 
 
@@ -43,10 +50,13 @@ def handwritten_loss(vae, x, analytic_kl: bool):
     return -(log_lik - kl).mean()
 
 
-def make_step(kind: str, elbo_name: str, spec: ModelSpec, batch: int):
+def make_step(kind: str, elbo_name: str, spec: ModelSpec, batch: int, fit_optimizer: bool = False):
     torch.manual_seed(0)
     vae = spec.build(num_data=batch)
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    if kind == "pyro_gen" and fit_optimizer:
+        opt = make_optimizer(vae.parameters(), TrainSettings(lr=1e-3))
+    else:
+        opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     if kind == "pytorch":
         analytic = elbo_name == "meanfield"
 
@@ -82,16 +92,20 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30, help="steps per block")
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=400)
+    parser.add_argument("--fit-optimizer", action="store_true",
+                        help="our side uses fit()'s optimizer (fused Adam), the hand-written side plain Adam")
     args = parser.parse_args(argv)
+    pyro.enable_validation(False)
     spec = ModelSpec((1, 28, 28), latent_dim=args.latent_dim, hidden=(args.hidden,))
-    print(f"nets: 784-{args.hidden}-{args.latent_dim} MLPs, Bernoulli likelihood, Adam; "
+    optim = "ours: fused Adam as in fit(), theirs: torch.optim.Adam" if args.fit_optimizer else "torch.optim.Adam on both"
+    print(f"nets: 784-{args.hidden}-{args.latent_dim} MLPs, Bernoulli likelihood, {optim}; "
           f"{args.blocks} interleaved blocks of {args.steps} steps; torch threads {torch.get_num_threads()}")
     print(f"{'elbo':<10} {'batch':>5} {'pytorch ms':>11} {'pyro_gen ms':>12} {'ratio':>7}")
     g = torch.Generator().manual_seed(0)
     for elbo_name in args.elbo:
         for batch in args.batch:
             x = torch.bernoulli(torch.rand(batch, 1, 28, 28, generator=g) * 0.4, generator=g)
-            steps = {k: make_step(k, elbo_name, spec, batch) for k in ("pytorch", "pyro_gen")}
+            steps = {k: make_step(k, elbo_name, spec, batch, args.fit_optimizer) for k in ("pytorch", "pyro_gen")}
             for s in steps.values():  # warm up
                 time_steps(s, x, 5)
             times = {k: [] for k in steps}
