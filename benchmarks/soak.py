@@ -83,11 +83,11 @@ def main(argv=None):
             kills, finished, resume = 0, False, False
             while not finished:
                 if kills < args.kills:
-                    finished = train(victim, data, run, resume=resume and (victim / "checkpoint.pt").exists(),
+                    finished = train(victim, data, run, resume=resume and (victim / "config.json").exists(),
                                      kill_after=rng.uniform(0.2, 1.0) * duration)
                     kills += not finished
                 else:
-                    finished = train(victim, data, run, resume=(victim / "checkpoint.pt").exists())
+                    finished = train(victim, data, run, resume=(victim / "config.json").exists())
                 resume = True
             kills_survived += kills
             diffs = compare(ref, victim)

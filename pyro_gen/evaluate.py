@@ -28,20 +28,31 @@ MAX_DECODED = 20000
 
 
 @torch.no_grad()
-def log_weights(vae, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Log importance weights :math:`\\log w_k` for each datum.
+
+    A model with latent structure of its own (e.g. :class:`pyro_gen.ssvae.SSVAE`) provides a
+    ``log_weights(x, num_samples, y)`` method, which is used instead.
 
     :param vae: a :class:`~pyro_gen.vae.VAE`.
     :param x: data ``(B, C, H, W)``.
     :param num_samples: K, draws from the guide per datum.
+    :param y: labels or side vectors ``(B, ...)`` of a conditional model (its weights are those of
+        :math:`p(x \\mid y)`).
     :returns: a tensor ``(K, B)``.
     """
-    q = vae.guide_net(x)
+    own = getattr(vae, "log_weights", None)
+    if own is not None:
+        return own(x, num_samples, y)
+    # without y, only guide_net, prior, decoder and likelihood are needed (any VAE-like object)
+    q = vae.guide_net(x) if y is None else vae.guide_dist(x, y)
     z = q.sample((num_samples,))
-    return vae.prior().log_prob(z) + vae.likelihood(vae.decoder(z)).log_prob(x) - q.log_prob(z)
+    likelihood = vae.likelihood(vae.decoder(z)) if y is None else vae.likelihood_dist(z, y)
+    return vae.prior().log_prob(z) + likelihood.log_prob(x) - q.log_prob(z)
 
 
-def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: bool, desc: str):
+def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: bool, desc: str,
+             y: Optional[torch.Tensor] = None):
     if batch_size is None:
         batch_size = max(1, min(len(x), MAX_DECODED // min(k, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch_size)
@@ -49,10 +60,11 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
+            yb = None if y is None else y[start:start + batch_size]
             parts = []
             for done in range(0, k, chunk):
                 kk = min(chunk, k - done)
-                parts.append(log_weights(vae, xb, kk))
+                parts.append(log_weights(vae, xb, kk, yb))
                 bar.update(kk * len(xb))
             yield parts
     finally:
@@ -61,7 +73,7 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
 
 @torch.no_grad()
 def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: Optional[int] = None,
-                              progress: bool = False) -> torch.Tensor:
+                              progress: bool = False, y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The importance-sampled estimate :math:`\\log \\frac1K\\sum_k w_k` of :math:`\\log p(x)` per datum.
 
     :param vae: a VAE whose guide is not a point mass.
@@ -69,6 +81,7 @@ def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: O
     :param k: importance samples per datum (5000 in the MNIST literature).
     :param batch_size: data per chunk (default: chosen so at most :data:`MAX_DECODED` codes are decoded at once).
     :param progress: show a progress bar.
+    :param y: labels or side vectors of a conditional model (then the estimate is of :math:`\\log p(x \\mid y)`).
     :returns: a tensor ``(N,)`` of log-likelihood estimates in nats.
     """
     if getattr(vae.guide_net, "deterministic", False):
@@ -78,7 +91,7 @@ def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: O
     was_training = vae.training
     vae.eval()
     out = []
-    for parts in _batches(vae, x, k, batch_size, progress, f"log p(x), K={k}"):
+    for parts in _batches(vae, x, k, batch_size, progress, f"log p(x), K={k}", y):
         lse = torch.stack([torch.logsumexp(p, 0) for p in parts]).logsumexp(0)
         out.append(lse - math.log(k))
     vae.train(was_training)
@@ -86,15 +99,17 @@ def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: O
 
 
 @torch.no_grad()
-def elbo_per_datum(vae, x: torch.Tensor, num_draws: int = 10, batch_size: Optional[int] = None) -> torch.Tensor:
+def elbo_per_datum(vae, x: torch.Tensor, num_draws: int = 10, batch_size: Optional[int] = None,
+                   y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The single-sample ELBO averaged over ``num_draws`` draws, per datum (β = 1).
 
     For a point-mass guide this is the MAP objective :math:`\\log p(x|z) + \\log p(z)` at the code.
+    With labels ``y`` of a conditional model it is the ELBO of :math:`\\log p(x \\mid y)`.
 
     :returns: a tensor ``(N,)`` in nats.
     """
     was_training = vae.training
     vae.eval()
-    out = [torch.cat(parts).mean(0) for parts in _batches(vae, x, num_draws, batch_size, False, "")]
+    out = [torch.cat(parts).mean(0) for parts in _batches(vae, x, num_draws, batch_size, False, "", y)]
     vae.train(was_training)
     return torch.cat(out)

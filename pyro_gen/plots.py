@@ -10,6 +10,7 @@ import math
 from typing import List, Optional, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,7 +18,8 @@ import numpy as np  # noqa: E402
 
 from .checkpoint import atomic_write  # noqa: E402
 
-__all__ = ["image_grid", "save_figure", "plot_images", "plot_reconstructions", "plot_history"]
+__all__ = ["image_grid", "save_figure", "plot_images", "plot_reconstructions", "plot_history",
+           "plot_image_panels"]
 
 
 def image_grid(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
@@ -85,8 +87,23 @@ def plot_history(history: List[dict], path, keys: Sequence[str] = ("train_elbo",
         lo, hi = np.percentile(finite, 5), max(finite)
         ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.05 * (hi - lo))
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("nats per image")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def plot_image_panels(panels: "dict[str, np.ndarray]", path, ncols: int = 10,
+                      title: Optional[str] = None) -> None:
+    """Image grids side by side, one panel per entry of ``panels`` (title -> images ``(N, C, H, W)``)."""
+    grids = [image_grid(images, ncols) for images in panels.values()]
+    height = max(g.shape[0] for g in grids)
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.2 * height / max(g.shape[1] for g in grids)
+                                                      + 0.6), squeeze=False)
+    for ax, name, grid in zip(axes[0], panels, grids):
+        _show(ax, grid, name)
+    if title:
+        fig.suptitle(title, fontsize=11)
     save_figure(fig, path)

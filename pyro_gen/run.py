@@ -20,7 +20,7 @@ from .data import Dataset, binarize_fixed, load_data
 from .train import TrainSettings
 from .vae import VAE, ModelSpec
 
-__all__ = ["Run", "load_run", "make_config", "test_tensor"]
+__all__ = ["Run", "load_run", "make_config", "split_tensor", "build_model"]
 
 
 @dataclass
@@ -53,11 +53,24 @@ def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_r
             "data": {"spec": data_spec, "root": None if data_root is None else str(data_root)}}
 
 
-def load_run(run_dir) -> Run:
+def build_model(spec: ModelSpec, config: dict):
+    """The (untrained) model a run's configuration describes: a semi-supervised
+    :class:`~pyro_gen.ssvae.SSVAE` when the config has an ``"ssvae"`` section (its
+    ``aux_weight`` and ``labelled_weight``), otherwise ``spec.build()``."""
+    options = config.get("ssvae")
+    if options is None:
+        return spec.build()
+    from .ssvae import build_ssvae
+    return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"])
+
+
+def load_run(run_dir, require_checkpoint: bool = True) -> Run:
     """Rebuild a trained model from a run directory.
 
     :param run_dir: a folder written by ``pyro-gen train`` (or :func:`pyro_gen.train.fit` plus a
         ``config.json`` from :func:`make_config`).
+    :param require_checkpoint: with ``False``, a run stopped before its first checkpoint loads
+        as its configuration with an untrained model (``history`` empty).
     :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
     """
     path = Path(run_dir)
@@ -68,14 +81,19 @@ def load_run(run_dir) -> Run:
         if config.get("format_version") != FORMAT_VERSION:
             raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
                            f"supported (expects {FORMAT_VERSION})")
+        if config.get("model_kind") == "gan":
+            raise RunError(f"{path}: a GAN run has no likelihood or guide to evaluate; load it with "
+                           "pyro_gen.gan.load_gan_run (pyro-gen sample and pyro-gen compare read it)")
         spec = ModelSpec.from_dict(config["model"])
         settings = TrainSettings(**config["train"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, RunError):
             raise
         raise RunError(f"{path / CONFIG}: not a valid pyro_gen run configuration ({e})") from None
+    vae = build_model(spec, config)
+    if not require_checkpoint and not (path / CHECKPOINT).exists():
+        return Run(path=path, config=config, spec=spec, settings=settings, vae=vae, history=[])
     state = load_checkpoint(path / CHECKPOINT)
-    vae = spec.build()
     try:
         vae.load_state_dict(state.get("best_model") or state["model"])
     except (KeyError, RuntimeError) as e:
@@ -85,7 +103,7 @@ def load_run(run_dir) -> Run:
                history=read_jsonl(path / METRICS))
 
 
-def test_tensor(ds: Dataset, likelihood_binarizes: bool) -> Tuple[torch.Tensor, Optional[np.ndarray]]:
+def split_tensor(ds: Dataset, likelihood_binarizes: bool) -> Tuple[torch.Tensor, Optional[np.ndarray]]:
     """The test split as a tensor, binarized once with seed 0 for a Bernoulli likelihood (the
     protocol of BENCHMARKS.md), and its labels."""
     x = binarize_fixed(ds.test_x, seed=0) if likelihood_binarizes else ds.test_x

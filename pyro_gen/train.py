@@ -23,12 +23,14 @@ from typing import Callable, List, Optional
 import numpy as np
 import pyro
 import torch
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
                          write_jsonl)
 from .data import binarize
-from .objectives import make_elbo, training_loss
+from .objectives import KLSchedule, make_elbo, make_objective, training_loss
+from . import distributed
 
 __all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer"]
 
@@ -54,12 +56,17 @@ class TrainSettings:
     :param val_fraction: share of the training data held out for validation when
         ``patience`` is set.
     :param clip_norm: gradient-norm bound for ``clippedadam``.
+    :param objective: ``"elbo"``, ``"iwae:K"`` or ``"renyi:ALPHA:K"``
+        (:func:`pyro_gen.objectives.make_objective`).
+    :param beta: weight of the KL term after warm-up (β-VAE; 1 for the ELBO).
+    :param warmup_epochs: length of the KL ramp in epochs (0: none).
+    :param kl_schedule: ``"linear"`` or ``"cyclical"`` (:class:`pyro_gen.objectives.KLSchedule`).
     """
 
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 2e-3
-    elbo: str = "trace"
+    lr: float = 3e-3
+    elbo: str = "meanfield"
     num_particles: int = 1
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
@@ -67,6 +74,10 @@ class TrainSettings:
     patience: Optional[int] = None
     val_fraction: float = 0.1
     clip_norm: float = 10.0
+    objective: str = "elbo"
+    beta: float = 1.0
+    warmup_epochs: int = 0
+    kl_schedule: str = "linear"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_particles"):
@@ -83,6 +94,10 @@ class TrainSettings:
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
         make_elbo(self.elbo)  # validates the name
+        make_objective(self.objective, self.elbo, self.num_particles)
+        if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
+            raise ValueError(f"warmup-epochs must be a non-negative integer, got {self.warmup_epochs}")
+        KLSchedule(self.beta, 0, self.kl_schedule)  # validates beta and the schedule's name
 
 
 @dataclass
@@ -97,6 +112,18 @@ class FitResult:
     history: List[dict] = field(default_factory=list)
     checkpoint_path: Optional[Path] = None
     stopped_early: bool = False
+
+
+class LossModule(torch.nn.Module):
+    """``forward(x)`` is :func:`~pyro_gen.objectives.training_loss` of the VAE (like Pyro's
+    ``ELBOModule``), so that ``DistributedDataParallel`` can wrap the loss computation."""
+
+    def __init__(self, elbo, vae):
+        super().__init__()
+        self.elbo, self.vae = elbo, vae
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return training_loss(self.elbo, self.vae, x, y)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -127,19 +154,21 @@ def split_validation(x: np.ndarray, fraction: float, seed: int):
 
 
 @torch.no_grad()
-def mean_elbo(vae, elbo, x: torch.Tensor, batch_size: int = 1000) -> float:
-    """The single-sample ELBO per datum of ``x`` under ``elbo``'s estimator (β = 1)."""
+def mean_elbo(vae, elbo, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 1000) -> float:
+    """The single-sample ELBO per datum of ``x`` (and labels ``y``) under ``elbo``'s estimator (β = 1)."""
     total, kl_scale, num_data = 0.0, vae.kl_scale, vae.num_data
     vae.kl_scale, vae.num_data = 1.0, None
     try:
         for start in range(0, len(x), batch_size):
-            total -= float(elbo.loss(vae.model, vae.guide, x[start:start + batch_size]))
+            batch = (x[start:start + batch_size],) + (() if y is None else (y[start:start + batch_size],))
+            total -= float(elbo.loss(vae.model, vae.guide, *batch))
     finally:
         vae.kl_scale, vae.num_data = kl_scale, num_data
     return total / len(x)
 
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
+        train_y: Optional[np.ndarray] = None, val_y: Optional[np.ndarray] = None,
         val_x: Optional[np.ndarray] = None, run_dir=None, resume: bool = False, progress: bool = True,
         on_epoch: Optional[Callable[[dict], None]] = None,
         epoch_metrics: Optional[Callable[..., dict]] = None) -> FitResult:
@@ -148,6 +177,10 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     :param vae: a :class:`~pyro_gen.vae.VAE`; its ``num_data`` is set to the training-set size.
     :param train_x: training images ``(N, C, H, W)``, float32 in the likelihood's support.
     :param settings: a :class:`TrainSettings`.
+    :param train_y: labels (or side vectors) of the training images, passed to the model and
+        guide of a model that takes them (a conditional VAE; the semi-supervised VAE, with -1
+        for unknown labels).
+    :param val_y: the same for ``val_x``.
     :param val_x: data whose ELBO is reported each epoch (binarized already for a Bernoulli
         likelihood). With ``settings.patience`` set, a validation split is instead carved out
         of ``train_x`` and early stopping watches it.
@@ -158,25 +191,49 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     :param epoch_metrics: ``epoch_metrics(vae, x_val) -> dict`` adds entries (e.g. diagnostics) to
         each epoch's row; called in eval mode without gradients. ``x_val`` may be ``None``.
     :returns: a :class:`FitResult`.
+
+    Before each step ``vae.kl_scale`` is set by the :class:`~pyro_gen.objectives.KLSchedule` of
+    ``settings`` (restored afterwards). Each row has ``train_objective`` (the optimized objective
+    per datum, averaged over the epoch's minibatches), ``kl_scale`` (its value at the epoch's last
+    step) and ``train_elbo``: the same number when the objective is the ELBO with β = 1 throughout
+    the epoch; otherwise the ELBO (β = 1) at the epoch's end on a fixed subset of at most
+    1,000 training images, so that runs with different objectives stay comparable.
     """
-    torch.manual_seed(settings.seed)
+    rank, world = distributed.rank_world()
+    torch.manual_seed(settings.seed + rank)  # the ELBO's draws differ between processes
+    if settings.batch_size % world:
+        raise ValueError(f"batch-size {settings.batch_size} must be divisible by the number of processes ({world})")
+    local_batch = settings.batch_size // world
     if settings.patience is not None:
         train_x, val_x = split_validation(train_x, settings.val_fraction, settings.seed)
+        if train_y is not None:
+            train_y, val_y = split_validation(train_y, settings.val_fraction, settings.seed)
         if vae.likelihood.binarize:
             from .data import binarize_fixed
             val_x = binarize_fixed(val_x, seed=settings.seed)
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
     x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32)
+    y_all, y_val = _labels(train_y), _labels(val_y)
+    x_probe = y_probe = None  # training images on which the ELBO is reported when it is not the objective
     n = len(x_all)
-    vae.num_data = n
-    steps_per_epoch = math.ceil(n / settings.batch_size)
-    elbo = make_elbo(settings.elbo, settings.num_particles)
-    eval_elbo = make_elbo("trace")
+    vae.num_data = n  # each process scales its share of the global batch to the data set
+    # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
+    # every world-th index, so the processes' batches together are the single-process batch.
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=settings.seed)
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
+    elbo = make_objective(settings.objective, settings.elbo, settings.num_particles)
+    eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
+    kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule)
+    kl_scale0 = vae.kl_scale
+    # the parameters exist before DDP and the optimizer are built; DDP averages gradients
+    loss_fn = distributed.wrap(LossModule(elbo, vae), world)
     opt = make_optimizer(vae.parameters(), settings)
     sched = _make_schedule(opt, settings, steps_per_epoch)
-    gen = torch.Generator().manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed + 7919 * rank)  # binarization noise
+    progress = progress and rank == 0
 
     run_dir = None if run_dir is None else Path(run_dir)
+    write_dir = run_dir if rank == 0 else None  # only the first process writes files
     history: List[dict] = []
     start_epoch, best, best_state, bad_epochs = 0, -math.inf, None, 0
     if resume:
@@ -191,9 +248,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         history = read_jsonl(run_dir / METRICS)[:start_epoch]
         if len(history) != start_epoch:
             raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
-    elif run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(run_dir / METRICS, [])
+    elif write_dir is not None:
+        write_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(write_dir / METRICS, [])
 
     bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress, unit="step", dynamic_ncols=True, leave=True)
@@ -206,19 +263,23 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         warnings.filterwarnings("ignore", message="Encountered NaN")
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
+            sampler.set_epoch(epoch)
+            perm = torch.tensor(list(sampler))
+            total, exact = 0.0, settings.objective == "elbo"
             for step in range(steps_per_epoch):
-                x = x_all[perm[step * settings.batch_size:(step + 1) * settings.batch_size]]
+                idx = perm[step * local_batch:(step + 1) * local_batch]
+                x, y = x_all[idx], None if y_all is None else y_all[idx]
+                vae.kl_scale = kl_schedule(epoch * steps_per_epoch + step)
+                exact = exact and vae.kl_scale == 1.0
                 if vae.likelihood.binarize:
                     x = binarize(x, gen)
                 opt.zero_grad(set_to_none=True)
                 # Validate shapes and supports on the first step, then run without checks.
                 with pyro.validation_enabled(epoch == start_epoch and step == 0):
-                    loss = training_loss(elbo, vae, x)
+                    loss = loss_fn(x, y)
                     loss.backward()
                 value = loss.item()
-                if not math.isfinite(value):
+                if not distributed.all_finite(value, world):
                     raise TrainingError(
                         f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
                         f"checkpoint (epoch {epoch}) is kept: resume with --resume and a lower --lr")
@@ -230,11 +291,19 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(epoch=epoch + 1, elbo=f"{-value:.2f}", refresh=False)
-            row = {"epoch": epoch + 1, "train_elbo": -total / n, "lr": opt.param_groups[0]["lr"],
+            objective = -distributed.total(total, world) / n
+            row = {"epoch": epoch + 1, "train_elbo": objective, "train_objective": objective,
+                   "kl_scale": vae.kl_scale, "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0}
+            if not exact:
+                if x_probe is None:
+                    x_probe, y_probe = _probe(x_all, y_all, vae.likelihood.binarize, settings.seed)
+                vae.eval()
+                row["train_elbo"] = mean_elbo(vae, eval_elbo, x_probe, y_probe)
+                vae.train()
             if x_val is not None:
                 vae.eval()
-                row["val_elbo"] = mean_elbo(vae, eval_elbo, x_val)
+                row["val_elbo"] = mean_elbo(vae, eval_elbo, x_val, y_val)
                 vae.train()
             if epoch_metrics is not None:
                 vae.eval()
@@ -249,16 +318,16 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                     best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
             else:
                 bad_epochs += 1
-            stopped_early = settings.patience is not None and bad_epochs >= settings.patience
-            if run_dir is not None:
-                write_jsonl(run_dir / METRICS, history)
+            stopped_early = distributed.agree(settings.patience is not None and bad_epochs >= settings.patience, world)
+            if write_dir is not None:
+                write_jsonl(write_dir / METRICS, history)
                 state = {"model": vae.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict(), "data_rng": gen.get_state(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
                          "bad_epochs": bad_epochs, "finished": stopped_early or epoch + 1 == settings.epochs}
                 if best_state is not None:
                     state["best_model"] = best_state
-                save_checkpoint(run_dir / CHECKPOINT, state)
+                save_checkpoint(write_dir / CHECKPOINT, state)
             if on_epoch is not None:
                 on_epoch(row)
             if stopped_early:
@@ -266,12 +335,28 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     finally:
         bar.close()
         quiet_nan.close()
+        vae.kl_scale = kl_scale0
     if best_state is not None:
         vae.load_state_dict(best_state)
     vae.eval()
     return FitResult(history=history,
                      checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,
                      stopped_early=stopped_early)
+
+
+def _labels(y) -> Optional[torch.Tensor]:
+    if y is None:
+        return None
+    y = torch.as_tensor(np.asarray(y))
+    return y.to(torch.float32) if torch.is_floating_point(y) else y.long()
+
+
+def _probe(x_all: torch.Tensor, y_all: Optional[torch.Tensor], binarize_once: bool, seed: int, size: int = 1000):
+    """The first ``size`` training images (binarized once with ``seed`` for a Bernoulli likelihood)."""
+    x = x_all[:size]
+    if binarize_once:
+        x = binarize(x, torch.Generator().manual_seed(seed))
+    return x, None if y_all is None else y_all[:size]
 
 
 def settings_dict(settings: TrainSettings) -> dict:

@@ -11,6 +11,12 @@ unbiased estimate of the ELBO of the whole data set (Hoffman et al. 2013). A ``k
 (β of the β-VAE, or a warm-up value) scales the latent site in model and guide alike, which
 multiplies the KL term of the ELBO and nothing else.
 
+A *conditional* VAE (Sohn et al. 2015) is the same class built with conditioned networks
+(:func:`pyro_gen.nets.make_networks` with ``condition_dim``, ``ModelSpec(condition_dim=...)``):
+model and guide then take a side vector ``y`` (integer labels become one-hot vectors),
+:math:`p_\\theta(x \\mid z, y)\\,p(z)` and :math:`q_\\phi(z \\mid x, y)`, and the ELBO bounds
+:math:`\\log p(x \\mid y)`.
+
 Any Pyro ELBO trains it: ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
 """
 from __future__ import annotations
@@ -64,44 +70,67 @@ class VAE(nn.Module):
     def _data_scale(self, batch_size: int) -> float:
         return 1.0 if self.num_data is None else self.num_data / batch_size
 
-    def model(self, x: torch.Tensor) -> None:
-        """:math:`z \\sim p(z)`, :math:`x \\sim p_\\theta(x \\mid z)` for a batch ``x`` of shape ``(B, C, H, W)``."""
+    @property
+    def condition_dim(self) -> int:
+        """Size of the side vector ``y`` the model is conditioned on (0: unconditional)."""
+        return getattr(self.decoder, "condition_dim", 0)
+
+    def guide_dist(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+        """:math:`q_\\phi(z \\mid x)`, or :math:`q_\\phi(z \\mid x, y)` for a conditional model."""
+        return self.guide_net(x if y is None else (x, y))
+
+    def likelihood_dist(self, z: torch.Tensor, y: Optional[torch.Tensor] = None):
+        """:math:`p_\\theta(x \\mid z)`, or :math:`p_\\theta(x \\mid z, y)` for a conditional model."""
+        return self.likelihood(self.decoder(z) if y is None else self.decoder(z, y))
+
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """:math:`z \\sim p(z)`, :math:`x \\sim p_\\theta(x \\mid z)` for a batch ``x`` of shape ``(B, C, H, W)``
+        (and labels or side vectors ``y`` of a conditional model)."""
         with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
             with _scaled(self.kl_scale):
                 z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood_dist(z, y), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
-        """:math:`z \\sim q_\\phi(z \\mid x)`."""
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """:math:`z \\sim q_\\phi(z \\mid x)` (or :math:`q_\\phi(z \\mid x, y)`)."""
         with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
             with _scaled(self.kl_scale):
-                pyro.sample("z", self.guide_net(x))
+                pyro.sample("z", self.guide_dist(x, y))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The guide's mean of z for each image, shape ``(B, latent_dim)``."""
-        return self.guide_net(x).mean
+    def encode(self, x: torch.Tensor, num_samples: int = 256, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The guide's mean of z for each image, shape ``(B, latent_dim)``; for a guide without
+        a closed-form mean (e.g. :class:`~pyro_gen.guides.IAF`) the average of ``num_samples`` draws."""
+        q = self.guide_dist(x, y)
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.sample((num_samples,)).mean(0)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The likelihood's mean image for each code, shape ``z.shape[:-1] + (C, H, W)``."""
-        return self.likelihood.mean(self.decoder(z))
+        return self.likelihood.mean(self.decoder(z) if y is None else self.decoder(z, y))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean image of :math:`p(x \\mid z = E_q[z])`."""
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x, y=y), y)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Mean images of ``n`` codes drawn from the prior, shape ``(n, C, H, W)``."""
+    def sample(self, n: int, generator: Optional[torch.Generator] = None,
+               y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean images of ``n`` codes drawn from the prior, shape ``(n, C, H, W)``. A conditional
+        model draws image ``i`` given ``y[i]``; without ``y``, given the label ``i % condition_dim``."""
+        if self.condition_dim and y is None:
+            y = torch.arange(n) % self.condition_dim
         if generator is not None:
             with torch.random.fork_rng():
                 torch.set_rng_state(generator.get_state())
                 z = self.prior().sample((n,))
         else:
             z = self.prior().sample((n,))
-        return self.decode(z)
+        return self.decode(z, y)
 
 
 @dataclass
@@ -113,25 +142,34 @@ class ModelSpec:
     :param net: ``"mlp"`` or ``"conv"``.
     :param hidden: hidden widths of the encoder (the decoder mirrors them).
     :param likelihood: a name from :data:`pyro_gen.likelihoods.LIKELIHOODS`.
-    :param guide: a name from :data:`pyro_gen.guides.GUIDES`.
-    :param prior: a name from :data:`pyro_gen.priors.PRIORS`.
+    :param guide: a guide spec string (:func:`pyro_gen.guides.make_guide`), e.g. ``"iaf:2"``.
+    :param prior: a prior spec string (:func:`pyro_gen.priors.make_prior`), e.g. ``"vamp:50"`` or
+        ``"module:my_priors:LaplacePrior"`` (imported again whenever the model is rebuilt).
+    :param condition_dim: size of the side vector (the number of classes for one-hot labels) that
+        encoder and decoder are conditioned on; 0 for an unconditional model.
+    :param activation: hidden-layer activation of encoder and decoder, a key of
+        :data:`pyro_gen.nets.ACTIVATIONS`.
     """
 
     image_shape: Tuple[int, int, int]
     latent_dim: int = 32
     net: str = "mlp"
-    hidden: Tuple[int, ...] = (512,)
+    hidden: Tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
     guide: str = "diagonal"
     prior: str = "standard"
     extra: dict = field(default_factory=dict)
+    condition_dim: int = 0
+    activation: str = "softplus"
 
     def build(self, num_data: Optional[int] = None) -> VAE:
         """Construct the :class:`VAE` this spec describes."""
-        encoder, decoder = make_networks(self.net, tuple(self.image_shape), self.latent_dim, self.hidden)
-        return VAE(guide=make_guide(self.guide, encoder, self.latent_dim),
+        encoder, decoder = make_networks(self.net, tuple(self.image_shape), self.latent_dim, self.hidden,
+                                         condition_dim=self.condition_dim, activation=self.activation)
+        guide = make_guide(self.guide, encoder, self.latent_dim)
+        return VAE(guide=guide,
                    decoder=decoder,
-                   prior=make_prior(self.prior, self.latent_dim),
+                   prior=make_prior(self.prior, self.latent_dim, guide=guide),
                    likelihood=make_likelihood(self.likelihood),
                    num_data=num_data)
 

@@ -5,6 +5,9 @@ import torch
 
 from pyro_gen.data import load_bundled
 
+# The tests use tiny networks: one thread avoids oversubscribing small machines (CI has 2 cores).
+torch.set_num_threads(1)
+
 MNIST_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "pyro_gen" / "_bundled"
 
 

@@ -129,3 +129,15 @@ def test_bad_usage_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(trained, tmp_path):
+    """Killed during epoch 1 a run has config.json but no checkpoint: --resume starts it again."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "checkpoint.pt").unlink()
+    (run / "metrics.jsonl").write_text("")
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]

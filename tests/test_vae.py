@@ -6,43 +6,15 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_gen.guides import GUIDES, make_guide
 from pyro_gen.nets import make_networks
 from pyro_gen.objectives import make_elbo, training_loss
-from pyro_gen.priors import PRIORS, make_prior
 from pyro_gen.vae import ModelSpec
 
 IMAGE = (1, 6, 5)
 
 
-@pytest.mark.parametrize("name", list(PRIORS))
-def test_prior_contract(name):
-    prior = make_prior(name, 2)
-    d = prior()
-    assert d.event_shape == (2,) and d.batch_shape == ()
-    # density integrates to one over a 2-d grid (trapezoid on [-8, 8]^2, tolerance 1e-3)
-    g = torch.linspace(-8, 8, 401, dtype=torch.float64)
-    zz = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1)
-    dens = d.log_prob(zz.float()).double().exp()
-    assert torch.trapezoid(torch.trapezoid(dens, g), g).item() == pytest.approx(1.0, abs=1e-3)
-    # sample moments agree with the density's (4 standard errors)
-    s = d.sample((20000,))
-    assert torch.allclose(s.mean(0), (zz * dens[..., None]).sum((0, 1)).float() * (g[1] - g[0]).float() ** 2,
-                          atol=4 * s.std(0).max().item() / math.sqrt(20000))
-
-
-@pytest.mark.parametrize("name", list(GUIDES))
-@pytest.mark.parametrize("net", ["mlp", "conv"])
-def test_guide_contract_and_gradients(name, net):
-    enc, _ = make_networks(net, IMAGE, 3, hidden=(16,))
-    guide = make_guide(name, enc, 3)
-    x = torch.rand(4, *IMAGE)
-    q = guide(x)
-    assert q.batch_shape == (4,) and q.event_shape == (3,)
-    z = q.rsample() if q.has_rsample else q.sample()
-    (z.sum() + q.log_prob(z).sum()).backward()
-    for p in guide.parameters():
-        assert p.grad is not None, "reparameterized gradient must reach every encoder parameter"
+# The prior and guide contract tests live in test_priors.py and test_guides.py (parametrized
+# over every prior and guide spec).
 
 
 @pytest.mark.parametrize("net,shape", [("mlp", (1, 28, 28)), ("mlp", (3, 9, 13)), ("mlp", (1, 1, 10)),

@@ -1,0 +1,84 @@
+"""Parsing of ``name`` / ``name:arg[:arg]`` specification strings (used for priors and guides).
+
+A spec table maps each name to a :class:`SpecEntry`: the factory that builds the object and the
+names and parsers of its optional ``:``-separated arguments. Arguments that are not given fall
+back to the factory's own keyword defaults, so the table is the only place where a spec string
+is interpreted (no ``if name == ...`` ladders). The last argument takes the rest of the string,
+colons included (``module:pkg.mod:Factory`` has one argument, ``pkg.mod:Factory``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
+
+__all__ = ["SpecEntry", "parse_spec", "positive_int", "positive_float", "spec_usage"]
+
+
+class SpecEntry(NamedTuple):
+    """One row of a spec table.
+
+    :param factory: builds the object; called with the positional arguments of the table's
+        user (e.g. ``latent_dim``) and the parsed arguments as keywords.
+    :param params: ``(keyword, parser)`` of each optional ``:``-separated argument, in order.
+    :param usage: how the spec is written, for error messages (e.g. ``"mog[:K]"``).
+    :param help: one line describing it.
+    """
+
+    factory: Callable[..., Any]
+    params: Tuple[Tuple[str, Callable[[str], Any]], ...] = ()
+    usage: str = ""
+    help: str = ""
+
+
+def positive_int(text: str) -> int:
+    """Parse a positive integer (``ValueError`` otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Parse a positive finite number (``ValueError`` otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def spec_usage(table: Mapping[str, SpecEntry]) -> str:
+    """The accepted forms of a table, e.g. ``"standard, mog[:K], ..."``."""
+    return ", ".join(entry.usage or name for name, entry in table.items())
+
+
+def parse_spec(text: str, table: Mapping[str, SpecEntry], what: str) -> Tuple[SpecEntry, Dict[str, Any]]:
+    """Split ``text`` into its table entry and keyword arguments.
+
+    :param text: e.g. ``"mog:10"``.
+    :param table: the spec table.
+    :param what: ``"prior"`` or ``"guide"``, for error messages.
+    :raises ValueError: naming the spec and what was expected.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{what} spec must be a string, got {text!r}")
+    name, sep, rest = text.partition(":")
+    entry = table.get(name)
+    if entry is None:
+        raise ValueError(f"unknown {what} {text!r}: expected one of {spec_usage(table)}")
+    if not sep:
+        return entry, {}
+    if not entry.params:
+        raise ValueError(f"{what} {name!r} takes no arguments, got {text!r}")
+    values = rest.split(":", len(entry.params) - 1)
+    kwargs = {}
+    for (keyword, parser), raw in zip(entry.params, values):
+        try:
+            kwargs[keyword] = parser(raw)
+        except ValueError as e:
+            raise ValueError(f"{what} {text!r}: bad {keyword} ({e}); expected {entry.usage}") from None
+    return entry, kwargs

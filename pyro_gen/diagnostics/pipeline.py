@@ -1,0 +1,323 @@
+"""Diagnose a trained run: every estimator of :mod:`pyro_gen.diagnostics` on its test data, the
+figures, ``diagnostics.json``, ``posterior.nc`` and ``report.html`` (``pyro-gen diagnose``).
+
+Cost is dominated by the :math:`K_{\\max}` log weights of each of the ``points`` test images
+(:math:`K_{\\max} \\times` ``points`` decoder passes) and by the per-image optimization of the
+amortization gap (``gap_steps`` :math:`\\times` ``gap_points`` :math:`\\times 8` decoder passes
+forward and backward).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..checkpoint import atomic_write
+from ..data import binarize_fixed
+from .gap import GapResult, amortization_gap
+from .gradients import GradientNoise, gradient_noise, point_mass_note
+from .importance import KHAT_BAD, IWAECurve, iwae_curve, log_weight_matrix, pareto_k
+from .latent import (POINT_MASS_NOTE, LatentDiagnostics, is_point_mass, latent_diagnostics, posterior_means,
+                     unsupported_reason)
+from .verdicts import Verdict, make_verdicts
+
+__all__ = ["Diagnosis", "diagnose", "diagnose_run", "to_jsonable", "FIGURES"]
+
+#: File names of the figures ``diagnose_run`` writes, by role.
+FIGURES = {"elbo_terms": "elbo_terms.png", "kl_per_dim": "kl_per_dim.png", "iwae": "iwae_vs_k.png",
+           "pareto_k": "pareto_k.png", "pca": "latent_pca.png", "traversals": "latent_traversals.png",
+           "interpolations": "interpolations.png"}
+
+
+def to_jsonable(obj):
+    """Plain JSON data: numpy arrays and scalars to lists and numbers, non-finite floats to ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _evenly(n: int, m: int) -> np.ndarray:
+    """``m`` indices spread evenly over ``range(n)`` (all of them when ``m >= n``)."""
+    return np.arange(n) if m >= n else np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
+
+
+@dataclass
+class Diagnosis:
+    """Everything :func:`diagnose` measured. Per-datum arrays are indexed like ``test_index``.
+
+    :param test_index: the test images used for the IWAE curve, k-hat and the posterior draws.
+    :param gap_index: the test images of the amortization-gap sample (a subset of ``test_index``).
+    :param notes: per part, why it is missing or how it was restricted.
+    """
+
+    settings: dict
+    num_test: int
+    test_index: np.ndarray
+    latent: LatentDiagnostics
+    iwae: Optional[IWAECurve] = None
+    khat: Optional[np.ndarray] = None
+    log_px: Optional[np.ndarray] = None
+    gap: GapResult = field(default_factory=GapResult)
+    gap_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    gradients: List[GradientNoise] = field(default_factory=list)
+    notes: Dict[str, str] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+    verdicts: List[Verdict] = field(default_factory=list)
+    figures: Dict[str, str] = field(default_factory=dict)
+    run_dir: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (what ``diagnostics.json`` holds)."""
+        khat = None
+        if self.khat is not None:
+            bad = self.khat > KHAT_BAD
+            khat = {"num_data": int(len(self.khat)), "share_bad": float(bad.mean()),
+                    "bad_index": self.test_index[bad].tolist(), "median": float(np.median(self.khat)),
+                    "max": float(np.max(self.khat)), "share_above_0.5": float((self.khat > 0.5).mean()),
+                    "per_datum": self.khat.tolist()}
+        return to_jsonable({
+            "settings": self.settings, "num_test": self.num_test, "test_index": self.test_index,
+            "latent": self.latent.to_dict(), "iwae": None if self.iwae is None else self.iwae.to_dict(),
+            "pareto_k": khat, "log_px_per_datum": self.log_px,
+            "gap": dict(self.gap.to_dict(), test_index=self.gap_index.tolist()),
+            "gradients": [g.to_dict() for g in self.gradients], "notes": self.notes, "seconds": self.seconds,
+            "verdicts": [v.to_dict() for v in self.verdicts], "figures": self.figures, "run_dir": self.run_dir})
+
+
+def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = None, elbo: str = "trace",
+             num_particles: int = 1, k_max: int = 5000, points: int = 500, gap_points: int = 100,
+             gap_steps: int = 500, grad_repeats: int = 100, grad_batch: int = 128, seed: int = 0,
+             progress: bool = False, log: Optional[Callable[[str], None]] = None) -> Diagnosis:
+    """Run the diagnostics on a trained VAE.
+
+    :param vae: a :class:`~pyro_gen.vae.VAE` in eval mode.
+    :param x_test: test data ``(N, C, H, W)`` (binarized already for a Bernoulli likelihood).
+    :param x_train: training data for the gradient-noise minibatch (default: the test data).
+    :param elbo: the training objective's name, for the gradient noise.
+    :param num_particles: its particles per datum.
+    :param k_max: importance samples per image for the IWAE curve and k-hat.
+    :param points: test images (evenly spaced through the test set) for the IWAE curve, k-hat,
+        the latent diagnostics and the posterior draws.
+    :param gap_points: images of the amortization-gap sample (evenly spaced through ``points``).
+    :param gap_steps: Adam steps of the per-image optimization.
+    :param grad_repeats: gradient draws for the gradient noise.
+    :param grad_batch: minibatch size for the gradient noise.
+    :param seed: seeds every draw; the global random state is restored afterwards.
+    :param progress: progress bars.
+    :param log: called with a line per stage.
+    :returns: a :class:`Diagnosis` (verdicts not yet filled in: see :func:`diagnose_run`).
+    """
+    say = log or (lambda _msg: None)
+    vae.eval()
+    idx = _evenly(len(x_test), points)
+    x = x_test[torch.as_tensor(idx)]
+    settings = dict(k_max=k_max, points=int(len(idx)), gap_points=gap_points, gap_steps=gap_steps,
+                    grad_repeats=grad_repeats, grad_batch=grad_batch, seed=seed, elbo=elbo,
+                    num_particles=num_particles)
+    seconds, notes = {}, {}
+    t = time.perf_counter()
+    latent = latent_diagnostics(vae, x, max_points=len(x), num_samples=4, seed=seed)
+    seconds["latent"] = time.perf_counter() - t
+    d = Diagnosis(settings=settings, num_test=len(x_test), test_index=idx, latent=latent, notes=notes, seconds=seconds)
+    if len(idx) < len(x_test):
+        notes["subset"] = (f"The IWAE curve, k-hat, latent diagnostics and posterior draws use {len(idx)} of the "
+                           f"{len(x_test)} test images (evenly spaced), to bound the cost.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        log_w = None
+        if is_point_mass(vae):
+            notes["importance"] = "IWAE bound, log p(x) and PSIS k-hat: " + POINT_MASS_NOTE
+        else:
+            t = time.perf_counter()
+            say(f"importance sampling: {k_max} draws for each of {len(idx)} test images")
+            log_w = log_weight_matrix(vae, x, k_max, progress=progress)
+            d.iwae = iwae_curve(log_w)
+            d.log_px = (torch.logsumexp(log_w.double(), 1) - math.log(k_max)).numpy()
+            seconds["importance_sampling"] = time.perf_counter() - t
+            if k_max >= 100:
+                t = time.perf_counter()
+                d.khat = pareto_k(log_w)
+                seconds["pareto_k"] = time.perf_counter() - t
+            else:
+                notes["pareto_k"] = f"PSIS k-hat needs at least 100 importance samples per image (--k-max {k_max})"
+        gsel = _evenly(len(idx), gap_points)
+        d.gap_index = idx[gsel]
+        t = time.perf_counter()
+        say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
+        d.gap = amortization_gap(vae, x[torch.as_tensor(gsel)], steps=gap_steps, log_px_samples=k_max,
+                                 eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
+        seconds["amortization_gap"] = time.perf_counter() - t
+        t = time.perf_counter()
+        note = point_mass_note(vae)
+        if note:
+            notes["gradients"] = note
+        else:
+            source = x_train if x_train is not None else x_test
+            say(f"gradient noise: {grad_repeats} gradients of the '{elbo}' objective on "
+                f"{min(grad_batch, len(source))} images")
+            d.gradients = gradient_noise(vae, source[:grad_batch], elbo=elbo, num_particles=num_particles,
+                                         repeats=grad_repeats, seed=seed + 2)
+            if not d.gradients:
+                notes["gradients"] = "the model has no trainable parameters"
+        seconds["gradients"] = time.perf_counter() - t
+    return d
+
+
+def _traversal_images(vae, x_test: torch.Tensor, means: torch.Tensor, activity: np.ndarray, kl_dim, base: int):
+    strength = np.asarray(kl_dim) if kl_dim is not None else activity
+    order = np.argsort(-strength)[:min(8, len(activity))]
+    lo, hi = np.quantile(means.numpy(), 0.02, axis=0), np.quantile(means.numpy(), 0.98, axis=0)
+    z0 = means[base]
+    rows, labels = [], []
+    for dim in order:
+        z = z0.repeat(9, 1)
+        z[:, dim] = torch.linspace(float(lo[dim]), float(hi[dim]), 9)
+        rows.append(vae.decode(z).numpy())
+        labels.append(f"z{dim}" + (f" (KL {kl_dim[dim]:.2f})" if kl_dim is not None else "")
+                      + ("" if activity[dim] > 0.01 else ", inactive"))
+    return np.stack(rows), labels
+
+
+def _interpolation_images(vae, x_test: torch.Tensor, means: torch.Tensor, labels: Optional[np.ndarray]):
+    pairs, used = [], set()
+    n = len(x_test)
+    for i in range(n):
+        for j in range(i + 1, min(n, i + 50)):
+            if i in used or j in used:
+                continue
+            if labels is None or labels[i] != labels[j]:
+                pairs.append((i, j))
+                used.update((i, j))
+                break
+        if len(pairs) == 6:
+            break
+    rows = []
+    t = torch.linspace(0, 1, 8)[:, None]
+    for i, j in pairs:
+        z = (1 - t) * means[i] + t * means[j]
+        rows.append(np.concatenate([x_test[i:i + 1].numpy(), vae.decode(z).numpy(), x_test[j:j + 1].numpy()]))
+    names = [f"#{i} -> #{j}" + ("" if labels is None else f" ({labels[i]} -> {labels[j]})") for i, j in pairs]
+    return np.stack(rows), names
+
+
+def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, y_test: Optional[np.ndarray],
+                  out_dir: Path) -> Dict[str, str]:
+    """Write the figures of a diagnosis into ``out_dir``; returns ``{role: file name}``."""
+    from .. import diagnostic_plots as dp
+
+    out = {}
+    if history:
+        dp.plot_elbo_terms(history, out_dir / FIGURES["elbo_terms"])
+        out["elbo_terms"] = FIGURES["elbo_terms"]
+    dp.plot_kl_per_dim(d.latent.kl_per_dim, d.latent.activity, out_dir / FIGURES["kl_per_dim"],
+                       threshold=d.latent.active_threshold)
+    out["kl_per_dim"] = FIGURES["kl_per_dim"]
+    if d.iwae is not None:
+        dp.plot_iwae_curve(d.iwae.k, d.iwae.bound, d.iwae.gain, d.iwae.gain_stderr, out_dir / FIGURES["iwae"])
+        out["iwae"] = FIGURES["iwae"]
+    if d.khat is not None:
+        dp.plot_pareto_k(d.khat, d.test_index, out_dir / FIGURES["pareto_k"])
+        out["pareto_k"] = FIGURES["pareto_k"]
+    with torch.no_grad():
+        means = posterior_means(vae, x_test)
+    dp.plot_latent_pca(means.numpy(), y_test, out_dir / FIGURES["pca"])
+    out["pca"] = FIGURES["pca"]
+    activity = np.asarray(d.latent.activity)
+    base = int(d.test_index[0])
+    with torch.no_grad():
+        rows, labels = _traversal_images(vae, x_test, means, activity, d.latent.kl_per_dim, base)
+    dp.plot_image_rows(rows, out_dir / FIGURES["traversals"], labels,
+                       f"Latent traversals from test image #{base}: one dimension varied per row "
+                       f"({'largest KL' if d.latent.kl_per_dim is not None else 'most active'} first)",
+                       "each row sweeps one dimension from its 2nd to its 98th percentile over the test set; "
+                       "the others stay at the code of the image")
+    out["traversals"] = FIGURES["traversals"]
+    with torch.no_grad():
+        rows, labels = _interpolation_images(vae, x_test, means, y_test)
+    if len(rows):
+        dp.plot_image_rows(rows, out_dir / FIGURES["interpolations"], labels,
+                           "Interpolations between posterior means of two test images",
+                           "first and last column: the test images; between: decoded means along the straight line")
+        out["interpolations"] = FIGURES["interpolations"]
+    return out
+
+
+def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: int = 5000, points: int = 500,
+                 gap_points: int = 100, gap_steps: int = 500, grad_repeats: int = 100, seed: int = 0,
+                 progress: bool = False,
+                 log: Optional[Callable[[str], None]] = None, posterior_points: int = 200,
+                 posterior_draws: int = 100) -> Diagnosis:
+    """``pyro-gen diagnose``: load a run, diagnose it on its test split (or ``data``'s), and write
+    ``diagnostics.json``, ``posterior.nc``, the figures and ``report.html`` into ``out_dir``
+    (default: the run directory).
+
+    :raises pyro_gen.checkpoint.RunError: missing or broken run directory.
+    :raises pyro_gen.data.DataError: unreadable data.
+    """
+    from .. import _arviz
+    from ..report import write_report
+    from ..run import load_run, split_tensor
+    from .posterior import posterior_data
+
+    say = log or (lambda _msg: None)
+    t_all = time.perf_counter()
+    run = load_run(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    vae = run.vae
+    reason = unsupported_reason(vae)
+    if reason:
+        raise ValueError(f"{run.path}: {reason}")
+    ds = run.load_data(data)
+    x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
+    x_train = torch.as_tensor(ds.train_x[:128])
+    if vae.likelihood.binarize:
+        x_train = torch.as_tensor(binarize_fixed(ds.train_x[:128], seed=seed))
+    train = run.config.get("train", {})
+    d = diagnose(vae, x_test, x_train=x_train, elbo=train.get("elbo", "trace"),
+                 num_particles=int(train.get("num_particles", 1)), k_max=k_max, points=points,
+                 gap_points=gap_points, gap_steps=gap_steps, grad_repeats=grad_repeats, seed=seed,
+                 progress=progress, log=say)
+    d.settings["data"] = data or run.config["data"]["spec"]
+    summary = d.to_dict()
+    d.verdicts = make_verdicts(summary, run.history)
+
+    t = time.perf_counter()
+    say("writing posterior.nc, figures and report.html")
+    sel = torch.as_tensor(d.test_index[:posterior_points])
+    per_datum = {}
+    if d.khat is not None:
+        per_datum["pareto_k"] = d.khat[:posterior_points]
+    if d.log_px is not None:
+        per_datum["log_px"] = d.log_px[:posterior_points]
+    with torch.no_grad():
+        idata = posterior_data(vae, x_test[sel], d.test_index[:posterior_points],
+                               None if y_test is None else y_test[d.test_index[:posterior_points]],
+                               num_draws=posterior_draws, per_datum=per_datum, seed=seed,
+                               attrs={"pyro_gen_run": str(run.path), "guide": run.spec.guide,
+                                      "note": "z drawn from the guide q(z|x) of each test image"})
+    _arviz.to_netcdf(idata, out_dir / "posterior.nc")
+    d.figures = write_figures(vae, d, run.history, x_test, y_test, out_dir)
+    d.run_dir = str(run.path)
+    d.seconds["outputs"] = time.perf_counter() - t
+    d.seconds["total"] = time.perf_counter() - t_all
+    summary = d.to_dict()
+    data_bytes = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(out_dir / "diagnostics.json", lambda f: f.write(data_bytes))
+    write_report(out_dir / "report.html", summary, run, figures_dir=out_dir)
+    return d

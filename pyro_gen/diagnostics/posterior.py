@@ -1,0 +1,78 @@
+"""Latent posterior draws of test data as ArviZ data (``posterior.nc``).
+
+Groups (dimensions in brackets):
+
+* ``posterior``: ``z`` [chain, draw, datum, latent] -- draws from the guide :math:`q(z|x)`.
+* ``log_likelihood``: ``x`` [chain, draw, datum] -- :math:`\\log p(x|z)` of each draw.
+* ``sample_stats``: ``log_weight`` (:math:`\\log p(x, z) - \\log q(z|x)`), ``log_prior``
+  (:math:`\\log p(z)`) and ``log_q`` (:math:`\\log q(z|x)`) [chain, draw, datum].
+* ``constant_data``: per datum [datum]: ``test_index`` (position in the test split), ``label``
+  (when known), and any per-datum diagnostics given (e.g. ``pareto_k``, ``log_px``).
+
+For a point-mass guide there is one draw (the code itself) and no ``log_weight``/``log_q``.
+Read it with ``az.from_netcdf("posterior.nc")`` (arviz < 1) or ``xarray.open_datatree`` (arviz >= 1),
+e.g. ``az.summary(idata, var_names=["z"], coords={"datum": [0]})``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..evaluate import MAX_DECODED
+from .latent import is_point_mass
+
+__all__ = ["posterior_data"]
+
+
+@torch.no_grad()
+def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optional[np.ndarray] = None,
+                   num_draws: int = 100, per_datum: Optional[Dict[str, np.ndarray]] = None,
+                   attrs: Optional[dict] = None, seed: int = 0):
+    """ArviZ data holding ``num_draws`` posterior draws of z for each datum of ``x``.
+
+    :param vae: a :class:`~pyro_gen.vae.VAE`.
+    :param x: data ``(N, C, H, W)``.
+    :param test_index: the position of each datum in the test split ``(N,)``.
+    :param labels: class labels ``(N,)``, if any.
+    :param num_draws: draws per datum (one for a point-mass guide).
+    :param per_datum: more per-datum arrays ``(N,)`` for ``constant_data``.
+    :param attrs: attributes (strings and numbers) of every group.
+    :param seed: seed of the draws (the global random state is left as it was).
+    :returns: an ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz 1.x), see :mod:`pyro_gen._arviz`.
+    """
+    from .. import _arviz  # imported here: ArviZ takes seconds to import
+
+    point_mass = is_point_mass(vae)
+    draws = 1 if point_mass else num_draws
+    prior = vae.prior()
+    z_all, ll_all, lp_all, lq_all = [], [], [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batch = max(1, MAX_DECODED // draws)
+        for start in range(0, len(x), batch):
+            xb = x[start:start + batch]
+            q = vae.guide_net(xb)
+            z = q.sample((draws,))  # (S, B, D)
+            z_all.append(z)
+            ll_all.append(vae.likelihood(vae.decoder(z)).log_prob(xb))
+            lp_all.append(prior.log_prob(z))
+            if not point_mass:
+                lq_all.append(q.log_prob(z))
+    cat = lambda parts: torch.cat(parts, dim=1).numpy()[None].astype(np.float64)  # noqa: E731 (1, S, N, ...)
+    z, ll, lp = cat(z_all), cat(ll_all), cat(lp_all)
+    sample_stats = {"log_prior": lp}
+    if not point_mass:
+        lq = cat(lq_all)
+        sample_stats.update(log_q=lq, log_weight=lp + ll - lq)
+    constant = {"test_index": np.asarray(test_index, dtype=np.int64)}
+    if labels is not None:
+        constant["label"] = np.asarray(labels, dtype=np.int64)
+    for name, values in (per_datum or {}).items():
+        constant[name] = np.asarray(values, dtype=np.float64)
+    n, d = z.shape[2], z.shape[3]
+    dims = {"z": ["datum", "latent"], "x": ["datum"], **{k: ["datum"] for k in list(sample_stats) + list(constant)}}
+    coords = {"datum": np.arange(n), "latent": np.arange(d)}
+    return _arviz.from_dict({"posterior": {"z": z}, "log_likelihood": {"x": ll}, "sample_stats": sample_stats,
+                             "constant_data": constant}, coords=coords, dims=dims, attrs=attrs)

@@ -1,0 +1,423 @@
+"""A GAN baseline built from the VAE's own networks (plain PyTorch, no Pyro).
+
+The **generator** is the decoder of :func:`pyro_gen.nets.make_networks` followed by the
+likelihood's mean (:math:`\\sigma(\\cdot)` for Bernoulli logits), so that a GAN and a VAE with
+the same :class:`~pyro_gen.vae.ModelSpec` share the same generator network and the same
+:math:`z \\sim \\mathcal N(0, I)`; only the training criterion differs. The **discriminator** is
+the encoder body of the same spec with a linear head giving one real number per image, always
+with leaky-ReLU activations.
+
+Softplus, the networks' default activation, is nearly linear for the small pre-activations of
+freshly initialized layers. A nearly linear discriminator gives every generated image the same
+gradient, and a nearly linear generator cannot bend away from it: on MNIST-10k both collapsed to
+one image (predicted-class entropy 0) in our runs, while the same layers with (leaky) ReLU
+learned digits. :func:`gan_spec` therefore defaults to ``activation="leaky_relu"``; a VAE
+compared with a GAN should use the same activation (``pyro-gen compare`` does).
+
+Two criteria (``loss``), with :math:`D` the discriminator's output, :math:`x` real and
+:math:`\\tilde x = G(z)` generated images:
+
+- ``"ns"``, the non-saturating GAN (Goodfellow et al. 2014, "Generative adversarial nets"):
+  :math:`L_D = \\operatorname{softplus}(-D(x)) + \\operatorname{softplus}(D(\\tilde x))`,
+  :math:`L_G = \\operatorname{softplus}(-D(\\tilde x))`.
+- ``"wgan-gp"``, the Wasserstein GAN with gradient penalty (Gulrajani et al. 2017, "Improved
+  training of Wasserstein GANs"):
+  :math:`L_D = D(\\tilde x) - D(x) + \\lambda\\,(\\lVert\\nabla_{\\hat x} D(\\hat x)\\rVert_2 - 1)^2`
+  with :math:`\\hat x = \\epsilon x + (1 - \\epsilon)\\tilde x`, :math:`\\epsilon \\sim U[0, 1]` per
+  image, and :math:`L_G = -D(\\tilde x)`; the critic takes ``n_critic`` steps per generator step.
+
+The GAN is trained on the grey-level images in ``[0, 1]`` (not binarized): a discriminator would
+otherwise tell binary data from the generator's grey-level means at once. A run directory has the
+same layout as a VAE's (``config.json`` with ``model_kind: "gan"``, ``checkpoint.pt`` written
+atomically each epoch, ``metrics.jsonl``), and :func:`load_gan_run` rebuilds it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import (CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json,
+                         read_jsonl, save_checkpoint, write_jsonl)
+from .data import Dataset, load_data
+from .likelihoods import make_likelihood
+from .nets import make_networks
+from .train import FitResult, TrainingError
+from .vae import ModelSpec
+
+__all__ = ["GAN", "Discriminator", "GANSettings", "GANRun", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
+           "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec"]
+
+
+class Discriminator(nn.Module):
+    """An encoder body (:mod:`pyro_gen.nets`) with a linear head: images ``(B, C, H, W)`` -> ``(B,)``.
+
+    :param body: an encoder body with an ``out_features`` attribute.
+    """
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.out_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).squeeze(-1)
+
+
+class GAN(nn.Module):
+    """Generator :math:`G(z) = \\text{mean}(\\text{decoder}(z))`, :math:`z \\sim \\mathcal N(0, I)`,
+    and discriminator.
+
+    :param decoder: a decoder network from :mod:`pyro_gen.nets`.
+    :param discriminator: a :class:`Discriminator`.
+    :param likelihood: a likelihood module; only its ``mean`` is used, as the output layer.
+    :param latent_dim: size of z.
+    """
+
+    def __init__(self, decoder: nn.Module, discriminator: nn.Module, likelihood: nn.Module, latent_dim: int):
+        super().__init__()
+        self.decoder = decoder
+        self.discriminator = discriminator
+        self.likelihood = likelihood
+        self.latent_dim = int(latent_dim)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`G(z)`, differentiable, shape ``z.shape[:-1] + (C, H, W)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`G(z)` without gradients (the same method name as :meth:`pyro_gen.vae.VAE.decode`)."""
+        return self.generate(z)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None,
+               y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``n`` images :math:`G(z)`, :math:`z \\sim \\mathcal N(0, I)`, shape ``(n, C, H, W)``
+        (the signature of :meth:`pyro_gen.vae.VAE.sample`; ``y`` must be ``None``: the GAN is unconditional)."""
+        if y is not None:
+            raise ValueError("this GAN is unconditional: it cannot draw images of a given label")
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return self.generate(z)
+
+
+def build_gan(spec: ModelSpec) -> GAN:
+    """The :class:`GAN` with the networks of ``spec``: the generator is ``spec``'s decoder (with
+    ``spec.activation``) and its likelihood's mean as output layer, the discriminator is ``spec``'s
+    encoder body with leaky-ReLU activations plus a linear head. ``spec.guide`` and ``spec.prior``
+    are not used (z is standard Normal)."""
+    if spec.condition_dim:
+        raise ValueError("the GAN baseline is unconditional: condition_dim must be 0")
+    shape = tuple(spec.image_shape)
+    decoder = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, activation=spec.activation)[1]
+    body = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, activation="leaky_relu")[0]
+    return GAN(decoder, Discriminator(body), make_likelihood(spec.likelihood), spec.latent_dim)
+
+
+# --- losses -----------------------------------------------------------------------------------
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     eps: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The WGAN-GP penalty :math:`\\frac1B\\sum_b (\\lVert\\nabla_{\\hat x} D(\\hat x_b)\\rVert_2 - 1)^2`
+    at :math:`\\hat x_b = \\epsilon_b x_b + (1 - \\epsilon_b)\\tilde x_b` (Gulrajani et al. 2017, Algorithm 1),
+    differentiable with respect to the critic's parameters.
+
+    :param critic: maps images ``(B, C, H, W)`` to ``(B,)``.
+    :param real: real images ``x``.
+    :param fake: generated images :math:`\\tilde x` (detached from the generator).
+    :param eps: the interpolation weights ``(B,)``; default :math:`U[0, 1]` draws.
+    :param generator: random generator for ``eps``.
+    """
+    if eps is None:
+        eps = torch.rand(real.shape[0], generator=generator, dtype=real.dtype)
+    eps = eps.reshape((-1,) + (1,) * (real.dim() - 1))
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def _ns_d(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    return (F.softplus(-d_real) + F.softplus(d_fake)).mean()
+
+
+def _ns_g(d_fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-d_fake).mean()
+
+
+def _w_d(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    return (d_fake - d_real).mean()
+
+
+def _w_g(d_fake: torch.Tensor) -> torch.Tensor:
+    return -d_fake.mean()
+
+
+#: loss name -> (discriminator loss without penalty, generator loss, uses the gradient penalty)
+GAN_LOSSES: Dict[str, Tuple[Callable, Callable, bool]] = {"ns": (_ns_d, _ns_g, False), "wgan-gp": (_w_d, _w_g, True)}
+
+#: Per-loss defaults: DCGAN's Adam settings for ``ns`` (Radford et al. 2016); five critic steps
+#: per generator step, lr 1e-4 and beta2 0.9 for ``wgan-gp`` (Gulrajani et al. 2017).
+LOSS_DEFAULTS = {"ns": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999), n_critic=1),
+                 "wgan-gp": dict(lr=1e-4, d_lr=1e-4, betas=(0.5, 0.9), n_critic=5)}
+
+
+def discriminator_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's (critic's) loss of ``loss`` ("ns" or "wgan-gp"), without the gradient penalty."""
+    return GAN_LOSSES[loss][0](d_real, d_fake)
+
+
+def generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
+    """The generator's loss of ``loss`` ("ns" or "wgan-gp")."""
+    return GAN_LOSSES[loss][1](d_fake)
+
+
+@dataclass
+class GANSettings:
+    """How to train a GAN; stored in ``config.json`` under ``"train"``. ``None`` fields take the
+    defaults of the loss (:data:`LOSS_DEFAULTS`).
+
+    :param epochs: passes over the training data (by the discriminator).
+    :param batch_size: minibatch size (real and generated images each).
+    :param loss: ``"ns"`` or ``"wgan-gp"``.
+    :param lr: the generator's learning rate.
+    :param d_lr: the discriminator's learning rate.
+    :param betas: Adam's ``(beta1, beta2)`` for both networks.
+    :param n_critic: discriminator steps per generator step.
+    :param gp_weight: :math:`\\lambda` of the gradient penalty (``wgan-gp``).
+    :param seed: seeds parameters, minibatch order and the draws of z.
+    """
+
+    epochs: int = 100
+    batch_size: int = 64
+    loss: str = "ns"
+    lr: Optional[float] = None
+    d_lr: Optional[float] = None
+    betas: Optional[Tuple[float, float]] = None
+    n_critic: Optional[int] = None
+    gp_weight: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in GAN_LOSSES:
+            raise ValueError(f"unknown GAN loss {self.loss!r}: expected one of {', '.join(GAN_LOSSES)}")
+        for name, value in LOSS_DEFAULTS[self.loss].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in ("epochs", "batch_size", "n_critic"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "d_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not self.gp_weight >= 0:
+            raise ValueError(f"gp-weight must be >= 0, got {self.gp_weight}")
+
+
+class _Frozen:
+    """Turn off gradients of a module's parameters inside a ``with`` block."""
+
+    def __init__(self, module: nn.Module):
+        self.params = list(module.parameters())
+
+    def __enter__(self):
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.requires_grad_(True)
+
+
+def _adam(params, lr: float, betas) -> torch.optim.Optimizer:
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings(), *, run_dir=None,
+            resume: bool = False, progress: bool = True,
+            on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
+    """Train ``gan`` on ``train_x`` by alternating Adam steps on the discriminator and generator losses.
+
+    Each epoch appends a row to ``metrics.jsonl`` (``d_loss``, ``g_loss``, the mean discriminator
+    outputs ``d_real`` / ``d_fake``, ``gradient_penalty`` for ``wgan-gp``, ``seconds``) and writes
+    ``checkpoint.pt`` atomically, so a killed run resumes from its last complete epoch.
+
+    :param gan: a :class:`GAN`.
+    :param train_x: training images ``(N, C, H, W)`` in the generator's output range (grey levels).
+    :param settings: a :class:`GANSettings`.
+    :param run_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nothing is written).
+    :param resume: continue from ``run_dir/checkpoint.pt``.
+    :param progress: show a progress bar.
+    :param on_epoch: called with each epoch's metrics row, after its checkpoint is written (an
+        exception raised there stops training with that epoch saved).
+    :returns: a :class:`~pyro_gen.train.FitResult`.
+    """
+    d_loss_fn, g_loss_fn, penalized = GAN_LOSSES[settings.loss]
+    torch.manual_seed(settings.seed)
+    x_all = torch.as_tensor(train_x, dtype=torch.float32)
+    n = len(x_all)
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    opt_g = _adam(gan.decoder.parameters(), settings.lr, settings.betas)
+    opt_d = _adam(gan.discriminator.parameters(), settings.d_lr, settings.betas)
+    gen = torch.Generator().manual_seed(settings.seed)
+    run_dir = None if run_dir is None else Path(run_dir)
+    history: List[dict] = []
+    start_epoch, d_steps = 0, 0
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        try:
+            gan.load_state_dict(state["model"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise RunError(f"{run_dir / CHECKPOINT}: not a checkpoint of this GAN ({str(e).splitlines()[0]})") from None
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, d_steps = state["epoch"], state["d_steps"]
+        history = read_jsonl(run_dir / METRICS)[:start_epoch]
+        if len(history) != start_epoch:
+            raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
+    elif run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(run_dir / METRICS, [])
+
+    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not progress, unit="step", dynamic_ncols=True, leave=True)
+    gan.train()
+    try:
+        for epoch in range(start_epoch, settings.epochs):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen)
+            sums = dict(d_loss=0.0, g_loss=0.0, d_real=0.0, d_fake=0.0, gradient_penalty=0.0)
+            g_steps = 0
+            for step in range(steps_per_epoch):
+                real = x_all[perm[step * settings.batch_size:(step + 1) * settings.batch_size]]
+                b = len(real)
+                with torch.no_grad():
+                    fake = gan.generate(torch.randn(b, gan.latent_dim, generator=gen))
+                d_real, d_fake = gan.discriminator(real), gan.discriminator(fake)
+                d_loss = d_loss_fn(d_real, d_fake)
+                if penalized:
+                    gp = gradient_penalty(gan.discriminator, real, fake, generator=gen)
+                    d_loss = d_loss + settings.gp_weight * gp
+                    sums["gradient_penalty"] += gp.item() * b
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                d_steps += 1
+                value = d_loss.item()
+                sums["d_loss"] += value * b
+                sums["d_real"] += float(d_real.detach().mean()) * b
+                sums["d_fake"] += float(d_fake.detach().mean()) * b
+                if d_steps % settings.n_critic == 0:
+                    with _Frozen(gan.discriminator):
+                        g_loss = g_loss_fn(gan.discriminator(gan.generate(
+                            torch.randn(settings.batch_size, gan.latent_dim, generator=gen))))
+                        opt_g.zero_grad(set_to_none=True)
+                        g_loss.backward()
+                    opt_g.step()
+                    g_value = g_loss.item()
+                    sums["g_loss"] += g_value
+                    g_steps += 1
+                    value += g_value
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the GAN losses became non-finite at epoch {epoch + 1}, step {step + 1}; the last good "
+                        f"checkpoint (epoch {epoch}) is kept: resume with --resume, or lower --lr / --d-lr")
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, d_loss=f"{d_loss.item():.3f}", refresh=False)
+            row = {"epoch": epoch + 1, "d_loss": sums["d_loss"] / n,
+                   "g_loss": sums["g_loss"] / g_steps if g_steps else None,
+                   "d_real": sums["d_real"] / n, "d_fake": sums["d_fake"] / n,
+                   "seconds": time.perf_counter() - t0}
+            if penalized:
+                row["gradient_penalty"] = sums["gradient_penalty"] / n
+            history.append(row)
+            if run_dir is not None:
+                write_jsonl(run_dir / METRICS, history)
+                save_checkpoint(run_dir / CHECKPOINT, {
+                    "model": gan.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                    "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                    "d_steps": d_steps, "finished": epoch + 1 == settings.epochs})
+            if on_epoch is not None:
+                on_epoch(row)
+    finally:
+        bar.close()
+    gan.eval()
+    return FitResult(history=history, checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT)
+
+
+# --- run directory ----------------------------------------------------------------------------
+
+@dataclass
+class GANRun:
+    """A loaded GAN run: its folder, configuration, model (in eval mode) and history."""
+
+    path: Path
+    config: dict
+    spec: ModelSpec
+    settings: GANSettings
+    gan: GAN
+    history: list
+
+    def load_data(self, spec: Optional[str] = None) -> Dataset:
+        """The run's data set (or ``spec`` instead), checked against the run's image shape."""
+        data = self.config["data"]
+        ds = load_data(spec or data["spec"], likelihood=self.spec.likelihood, root=data.get("root"))
+        if tuple(ds.image_shape) != tuple(self.spec.image_shape):
+            raise RunError(f"{spec or data['spec']}: images of shape {ds.image_shape} do not fit this run, "
+                           f"which was trained on {tuple(self.spec.image_shape)}")
+        return ds
+
+
+def gan_spec(image_shape, **model_kw) -> ModelSpec:
+    """A :class:`~pyro_gen.vae.ModelSpec` for a GAN: the VAE's fields, with ``guide="none"`` and
+    ``activation="leaky_relu"`` unless ``model_kw`` gives another."""
+    model_kw.setdefault("activation", "leaky_relu")
+    return ModelSpec(image_shape=tuple(image_shape), guide="none", **model_kw)
+
+
+def load_gan_run(run_dir) -> GANRun:
+    """Rebuild a trained GAN from a run directory (``config.json`` with ``model_kind: "gan"``).
+
+    :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory")
+    config = read_json(path / CONFIG)
+    try:
+        if config.get("format_version") != FORMAT_VERSION:
+            raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
+                           f"supported (expects {FORMAT_VERSION})")
+        if config.get("model_kind") != "gan":
+            raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
+        spec = ModelSpec.from_dict(config["model"])
+        settings = GANSettings(**config["train"])
+        gan = build_gan(spec)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, RunError):
+            raise
+        raise RunError(f"{path / CONFIG}: not a valid pyro_gen GAN run configuration ({e})") from None
+    state = load_checkpoint(path / CHECKPOINT)
+    try:
+        gan.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
+    gan.eval()
+    return GANRun(path=path, config=config, spec=spec, settings=settings, gan=gan, history=read_jsonl(path / METRICS))

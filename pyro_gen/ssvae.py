@@ -1,0 +1,353 @@
+"""The semi-supervised VAE, model M2 of Kingma, Rezende, Mohamed & Welling (2014), "Semi-Supervised
+Learning with Deep Generative Models".
+
+The class :math:`y` is a discrete latent variable of the generative model, observed for the
+labelled images and inferred for the others:
+
+.. math::
+
+    p(y) = \\mathrm{Cat}(1/C), \\quad p(z) \\text{ (a prior of } :mod:`pyro_gen.priors`), \\quad
+    p_\\theta(x \\mid y, z); \\qquad
+    q_\\phi(y \\mid x) = \\mathrm{Cat}(\\pi_\\phi(x)), \\quad q_\\phi(z \\mid x, y).
+
+A labelled pair contributes the ELBO of :math:`\\log p(x, y)`,
+:math:`\\mathcal{L}(x, y) = E_{q(z|x,y)}[\\log p(x|y,z) + \\log p(y) + \\log p(z) - \\log q(z|x,y)]`;
+an unlabelled image the ELBO of :math:`\\log p(x)` with :math:`y` summed out exactly,
+
+.. math::
+
+    \\mathcal{U}(x) = \\sum_{y} q(y \\mid x)\\,\\big[\\mathcal{L}(x, y) - \\log q(y \\mid x)\\big],
+
+which Pyro computes by enumerating the guide's ``y`` site in parallel (``config_enumerate``)
+under :class:`pyro.infer.TraceEnum_ELBO` (``ELBOS["enum"]``). Because :math:`q(y|x)` would
+otherwise learn only from unlabelled data, the objective adds a classification term on the
+labelled data with weight :math:`\\alpha` (Kingma et al. use :math:`\\alpha = 0.1 N`):
+
+.. math::
+
+    \\mathcal{J}^\\alpha = \\sum_{(x,y)\\,\\text{labelled}} \\mathcal{L}(x, y)
+    + \\sum_{x\\,\\text{unlabelled}} \\mathcal{U}(x)
+    + \\alpha\\, E_{\\text{labelled}}[\\log q(y \\mid x)],
+
+put in the model as an observed site ``y_aux`` of :math:`q(y|x)`, scaled by
+``aux_weight`` :math:`= \\alpha / N_\\text{labelled}` per labelled image.
+
+Minibatches mix labelled and unlabelled images: a batch's labels are ``-1`` for the
+unlabelled ones, and both parts are scaled by ``num_data / batch_size`` so that the batch
+objective is unbiased for :math:`\\mathcal{J}^\\alpha` (the usual data-plate scaling). With
+few labels most batches would hold none, so :func:`semi_supervised_data` may repeat the
+labelled images ``r`` times and the model weighs each copy by ``labelled_weight`` :math:`= 1/r`:
+the objective is unchanged, its variance much smaller.
+
+The classifier :math:`q(y|x)` is :meth:`SSVAE.classify`; test accuracy is
+:func:`accuracy`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.infer import config_enumerate
+from torch import nn
+
+from .guides import make_guide
+from .likelihoods import make_likelihood
+from .nets import make_networks
+from .priors import make_prior
+from .vae import ModelSpec
+
+__all__ = ["SSVAE", "Classifier", "build_ssvae", "semi_supervised_labels", "semi_supervised_data",
+           "SemiSupervisedData", "kingma_aux_weight", "accuracy"]
+
+
+def _scaled(scale: float):
+    return contextlib.nullcontext() if scale == 1.0 else poutine.scale(scale=scale)
+
+
+class Classifier(nn.Module):
+    """:math:`q_\\phi(y \\mid x)`: an encoder body and a linear head giving the logits of ``C`` classes.
+
+    :param body: an encoder body with ``out_features`` (:mod:`pyro_gen.nets`).
+    :param num_classes: C.
+    """
+
+    def __init__(self, body: nn.Module, num_classes: int):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.out_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class SSVAE(nn.Module):
+    """Model M2 as a Pyro model/guide pair (see the module's description).
+
+    :param classifier: :math:`q(y|x)`, images -> logits ``(B, C)`` (:class:`Classifier`).
+    :param guide: a guide family (:mod:`pyro_gen.guides`) on a
+        :class:`~pyro_gen.nets.ConditionedEncoder`: :math:`q(z \\mid x, y)`, called with ``(x, y)``.
+    :param decoder: a :class:`~pyro_gen.nets.ConditionedDecoder`, called with ``(z, y)``.
+    :param prior: a prior over z (:mod:`pyro_gen.priors`).
+    :param likelihood: a likelihood (:mod:`pyro_gen.likelihoods`).
+    :param num_classes: C.
+    :param num_data: size of the whole training set (labelled copies included); ``None`` scores
+        each batch as the whole data.
+    :param kl_scale: the weight β of the ``z`` sites (1 for the ELBO), as in :class:`~pyro_gen.vae.VAE`.
+    :param aux_weight: weight of :math:`\\log q(y|x)` per labelled image (:math:`\\alpha / N_\\text{labelled}`).
+    :param labelled_weight: weight of each copy of a labelled image (:math:`1/r` when the labelled
+        images are repeated ``r`` times).
+    """
+
+    def __init__(self, classifier: nn.Module, guide: nn.Module, decoder: nn.Module, prior: nn.Module,
+                 likelihood: nn.Module, num_classes: int, num_data: Optional[int] = None, kl_scale: float = 1.0,
+                 aux_weight: float = 0.0, labelled_weight: float = 1.0):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"the semi-supervised VAE needs at least 2 classes, got {num_classes}")
+        self.classifier = classifier
+        self.guide_net = guide
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+        self.num_classes = int(num_classes)
+        self.num_data = num_data
+        self.kl_scale = kl_scale
+        self.aux_weight = float(aux_weight)
+        self.labelled_weight = float(labelled_weight)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior().event_shape[0]
+
+    def _data_scale(self, batch_size: int) -> float:
+        return 1.0 if self.num_data is None else self.num_data / batch_size
+
+    def _label_prior(self, like: torch.Tensor) -> dist.Categorical:
+        return dist.Categorical(logits=like.new_zeros(self.num_classes))
+
+    @staticmethod
+    def _split(x: torch.Tensor, y: Optional[torch.Tensor]):
+        """``(x_labelled, y_labelled), x_unlabelled`` of a batch whose labels are -1 where missing."""
+        if y is None:
+            return (x[:0], None), x
+        known = y >= 0
+        return (x[known], y[known]), x[~known]
+
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """:math:`z \\sim p(z)`, :math:`y \\sim p(y)`, :math:`x \\sim p_\\theta(x \\mid y, z)`, with ``y``
+        observed where the batch's label ``y`` (shape ``(B,)``, ``-1`` = unknown) is known; the
+        labelled images also score :math:`\\log q(y|x)` with weight ``aux_weight``."""
+        scale = self._data_scale(x.shape[0])
+        (xl, yl), xu = self._split(x, y)
+        if len(xl):
+            with pyro.plate("labelled", len(xl)), _scaled(scale * self.labelled_weight):
+                with _scaled(self.kl_scale):
+                    z = pyro.sample("z_labelled", self.prior())
+                pyro.sample("y_labelled", self._label_prior(x), obs=yl)
+                pyro.sample("x_labelled", self.likelihood(self.decoder(z, yl)), obs=xl)
+                if self.aux_weight > 0:
+                    with poutine.scale(scale=self.aux_weight):
+                        pyro.sample("y_aux", dist.Categorical(logits=self.classifier(xl)), obs=yl)
+        if len(xu):
+            with pyro.plate("unlabelled", len(xu)), _scaled(scale):
+                with _scaled(self.kl_scale):
+                    z = pyro.sample("z_unlabelled", self.prior())
+                yu = pyro.sample("y_unlabelled", self._label_prior(x))
+                pyro.sample("x_unlabelled", self.likelihood(self.decoder(z, yu)), obs=xu)
+
+    def _guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        scale = self._data_scale(x.shape[0])
+        (xl, yl), xu = self._split(x, y)
+        if len(xl):
+            with pyro.plate("labelled", len(xl)), _scaled(scale * self.labelled_weight):
+                with _scaled(self.kl_scale):
+                    pyro.sample("z_labelled", self.guide_net((xl, yl)))
+        if len(xu):
+            with pyro.plate("unlabelled", len(xu)), _scaled(scale):
+                yu = pyro.sample("y_unlabelled", dist.Categorical(logits=self.classifier(xu)))
+                with _scaled(self.kl_scale):
+                    pyro.sample("z_unlabelled", self.guide_net((xu, yu)))
+
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """:math:`y \\sim q_\\phi(y \\mid x)` (enumerated in parallel) for the unlabelled images,
+        :math:`z \\sim q_\\phi(z \\mid x, y)` for all."""
+        config_enumerate(self._guide, default="parallel")(x, y)
+
+    @torch.no_grad()
+    def class_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`q(y \\mid x)`, shape ``(B, C)``."""
+        return torch.softmax(self.classifier(x), -1)
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable class under :math:`q(y|x)`, shape ``(B,)``."""
+        return self.classifier(x).argmax(-1)
+
+    @torch.no_grad()
+    def log_weights(self, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Log importance weights of :math:`p(x)` with the proposal :math:`q(y|x)\\,q(z|x,y)`,
+
+        .. math::
+
+            \\log w_k = \\log p(y_k) + \\log p(z_k) + \\log p(x \\mid y_k, z_k)
+            - \\log q(y_k \\mid x) - \\log q(z_k \\mid x, y_k),
+
+        or, given labels ``y`` (all known), those of :math:`p(x \\mid y)` with the proposal
+        :math:`q(z|x,y)`. Shape ``(K, B)``; their mean is an unbiased estimate of the ELBO
+        :math:`\\mathcal{U}(x)` (of :math:`\\mathcal{L}(x,y) - \\log p(y)` given ``y``).
+        """
+        k, b = num_samples, x.shape[0]
+        if y is None:
+            qy = dist.Categorical(logits=self.classifier(x))
+            ys = qy.sample((k,))
+            extra = self._label_prior(x).log_prob(ys) - qy.log_prob(ys)
+        else:
+            if y.numel() and int(y.min()) < 0:
+                raise ValueError("log_weights with labels needs every label known (no -1)")
+            ys, extra = y.expand(k, b), 0.0
+        qz = self.guide_net((x, ys))
+        z = qz.sample()
+        return self.prior().log_prob(z) + self.likelihood(self.decoder(z, ys)).log_prob(x) - qz.log_prob(z) + extra
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, num_samples: int = 256, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The mean of :math:`q(z \\mid x, y)`, with ``y`` the classifier's guess when not given."""
+        q = self.guide_net((x, self.classify(x) if y is None else y))
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.sample((num_samples,)).mean(0)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean image of each code and label."""
+        return self.likelihood.mean(self.decoder(z, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean image of :math:`p(x \\mid y, z = E_q[z])`, ``y`` the classifier's guess when not given."""
+        y = self.classify(x) if y is None else y
+        return self.decode(self.encode(x, y=y), y)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None,
+               y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean images of ``n`` codes from the prior, image ``i`` of class ``y[i]`` (default ``i % C``)."""
+        y = torch.arange(n) % self.num_classes if y is None else y
+        if generator is not None:
+            with torch.random.fork_rng():
+                torch.set_rng_state(generator.get_state())
+                z = self.prior().sample((n,))
+        else:
+            z = self.prior().sample((n,))
+        return self.decode(z, y)
+
+
+def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: float = 0.0,
+                labelled_weight: float = 1.0) -> SSVAE:
+    """Build an :class:`SSVAE` from a :class:`~pyro_gen.vae.ModelSpec` whose ``condition_dim``
+    is the number of classes: :math:`q(z|x,y)` and :math:`p(x|y,z)` are the spec's networks
+    conditioned on the one-hot class, :math:`q(y|x)` a second encoder body of the same kind with
+    a linear head.
+
+    :param spec: the networks, likelihood, guide family and prior (the ``vamp`` prior is not
+        available: its components would need a class).
+    :param num_data: training-set size.
+    :param aux_weight: see :class:`SSVAE`.
+    :param labelled_weight: see :class:`SSVAE`.
+    """
+    shape = tuple(spec.image_shape)
+    encoder, decoder = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, condition_dim=spec.condition_dim)
+    body, _ = make_networks(spec.net, shape, spec.latent_dim, spec.hidden)
+    guide = make_guide(spec.guide, encoder, spec.latent_dim)
+    return SSVAE(classifier=Classifier(body, spec.condition_dim), guide=guide, decoder=decoder,
+                 prior=make_prior(spec.prior, spec.latent_dim), likelihood=make_likelihood(spec.likelihood),
+                 num_classes=spec.condition_dim, num_data=num_data, aux_weight=aux_weight,
+                 labelled_weight=labelled_weight)
+
+
+def semi_supervised_labels(y: np.ndarray, labels_per_class: int, seed: int = 0) -> np.ndarray:
+    """Keep ``labels_per_class`` labels of each class, chosen at random with ``seed``, and mark
+    the others unknown (``-1``).
+
+    :param y: integer labels ``(N,)``.
+    :raises ValueError: if a class has fewer images than ``labels_per_class``.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.full(len(y), -1, dtype=np.int64)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) < labels_per_class:
+            raise ValueError(f"class {c} has {len(members)} images, fewer than the {labels_per_class} labels per class "
+                             f"asked for")
+        out[rng.choice(members, labels_per_class, replace=False)] = c
+    return out
+
+
+def kingma_aux_weight(num_data: int, num_labelled: int) -> float:
+    """The classification weight per labelled image of Kingma et al. (2014):
+    :math:`\\alpha / N_\\text{labelled}` with :math:`\\alpha = 0.1 N`."""
+    return 0.1 * num_data / num_labelled
+
+
+@dataclass
+class SemiSupervisedData:
+    """Training data for :class:`SSVAE`: images ``x``, labels ``y`` (``-1`` = unknown) with each
+    labelled image repeated ``repeat`` times, and the model weights that keep
+    :math:`\\mathcal{J}^\\alpha` unchanged.
+
+    :param x: images ``(N + (repeat - 1) N_l, C, H, W)``.
+    :param y: labels of the same length.
+    :param num_labelled: :math:`N_l`, distinct labelled images.
+    :param repeat: copies of each labelled image.
+    :param aux_weight: :math:`\\alpha / N_l` with :math:`\\alpha = 0.1 N` (:func:`kingma_aux_weight`).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    num_labelled: int
+    repeat: int
+    aux_weight: float
+
+    @property
+    def labelled_weight(self) -> float:
+        return 1.0 / self.repeat
+
+
+def semi_supervised_data(x: np.ndarray, y: np.ndarray, labels_per_class: int, seed: int = 0,
+                         repeat: Optional[int] = None) -> SemiSupervisedData:
+    """Keep ``labels_per_class`` labels per class (:func:`semi_supervised_labels`) and repeat the
+    labelled images so that they make up about a tenth of the data (``repeat`` = round(N_u / (9 N_l)),
+    at least 1), unless ``repeat`` is given.
+
+    :param x: training images ``(N, C, H, W)``.
+    :param y: their labels ``(N,)``.
+    """
+    kept = semi_supervised_labels(y, labels_per_class, seed)
+    known = np.flatnonzero(kept >= 0)
+    n_l, n_u = len(known), len(kept) - len(known)
+    if repeat is None:
+        repeat = max(1, int(round(n_u / (9 * n_l)))) if n_l else 1
+    if repeat < 1:
+        raise ValueError(f"repeat must be a positive integer, got {repeat}")
+    extra = np.tile(known, repeat - 1)
+    return SemiSupervisedData(x=np.concatenate([x, x[extra]]), y=np.concatenate([kept, kept[extra]]),
+                              num_labelled=n_l, repeat=repeat, aux_weight=kingma_aux_weight(len(x), max(n_l, 1)))
+
+
+@torch.no_grad()
+def accuracy(model: SSVAE, x: torch.Tensor, y, batch_size: int = 1000) -> float:
+    """Share of images whose most probable class under :math:`q(y|x)` is their label."""
+    was_training = model.training
+    model.eval()
+    y = torch.as_tensor(np.asarray(y))
+    hits = sum(int((model.classify(x[i:i + batch_size]) == y[i:i + batch_size]).sum())
+               for i in range(0, len(x), batch_size))
+    model.train(was_training)
+    return hits / len(x)
