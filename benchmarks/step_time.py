@@ -17,7 +17,6 @@ each actually runs.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time

@@ -8,3 +8,5 @@ __version__ = "0.1.0"
 from .vae import VAE, ModelSpec  # noqa: E402,F401
 from .train import TrainSettings, FitResult, fit  # noqa: E402,F401
 from .run import Run, load_run  # noqa: E402,F401
+
+__all__ = ["VAE", "ModelSpec", "TrainSettings", "FitResult", "fit", "Run", "load_run", "__version__"]

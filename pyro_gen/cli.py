@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the decoder network trained as a GAN generator, on grey-level images; see --gan-loss)")
     train.add_argument("--gan-loss", choices=["ns", "wgan-gp"], help="--model gan: ns (non-saturating, default) or "
                        "wgan-gp (Wasserstein with gradient penalty); --lr is then the generator's learning rate "
-                       "(default 2e-4 for ns, 1e-4 for wgan-gp)")
+                       "(default 2e-4)")
     train.add_argument("--d-lr", type=_positive_float, help="--model gan: the discriminator's learning rate "
                        "(default: as the generator's)")
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",

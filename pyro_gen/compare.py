@@ -46,7 +46,7 @@ from .train import TrainSettings, fit
 from .vae import VAE, ModelSpec
 
 __all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare", "load_any_run",
-           "MODEL_TRAINERS", "write_tables"]
+           "MODEL_TRAINERS", "write_tables", "markdown_table"]
 
 
 class StopTraining(Exception):

@@ -164,9 +164,10 @@ def _w_g(d_fake: torch.Tensor) -> torch.Tensor:
 GAN_LOSSES: Dict[str, Tuple[Callable, Callable, bool]] = {"ns": (_ns_d, _ns_g, False), "wgan-gp": (_w_d, _w_g, True)}
 
 #: Per-loss defaults: DCGAN's Adam settings for ``ns`` (Radford et al. 2016); five critic steps
-#: per generator step, lr 1e-4 and beta2 0.9 for ``wgan-gp`` (Gulrajani et al. 2017).
+#: per generator step and beta2 0.9 for ``wgan-gp`` (Gulrajani et al. 2017), with lr 2e-4 and
+#: beta1 0.5 rather than the paper's 1e-4 and 0, which learned faster within minutes on MNIST-10k.
 LOSS_DEFAULTS = {"ns": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999), n_critic=1),
-                 "wgan-gp": dict(lr=1e-4, d_lr=1e-4, betas=(0.5, 0.9), n_critic=5)}
+                 "wgan-gp": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.9), n_critic=5)}
 
 
 def discriminator_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:

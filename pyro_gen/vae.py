@@ -22,7 +22,7 @@ Any Pyro ELBO trains it: ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 import pyro
@@ -158,7 +158,6 @@ class ModelSpec:
     likelihood: str = "bernoulli"
     guide: str = "diagonal"
     prior: str = "standard"
-    extra: dict = field(default_factory=dict)
     condition_dim: int = 0
     activation: str = "softplus"
 

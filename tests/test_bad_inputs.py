@@ -3,7 +3,6 @@ leaves every file of an existing run directory byte-for-byte unchanged."""
 import gzip
 import hashlib
 import io
-import pickle
 import shutil
 from pathlib import Path
 

@@ -25,15 +25,6 @@ D, d, C, S = 5, 2, 3, 0.4
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--quiet", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_condition_vector_and_conditioned_networks():
     """Labels become one-hot rows; the decoder sees exactly [z, one_hot(y)], broadcast over
     leading dimensions (enumerated labels (C, 1) against a batch (B,))."""

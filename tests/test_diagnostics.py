@@ -78,15 +78,6 @@ def ppca(scale_factor=1.0, shift_sd=0.0, n=30, seed=1):
     return vae, x, marginal.log_prob(x.reshape(n, D).double()).float()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def normal_kl(m1, s1, m2, s2):
     return torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5
 

@@ -3,7 +3,6 @@
 z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D) has p(x) = N(b, W W^T + s^2 I) and posterior
 N(M^-1 W^T (x - b), s^2 M^-1) with M = W^T W + s^2 I, diagonal when W has orthogonal columns.
 """
-import math
 
 import pyro.distributions as dist
 import pytest

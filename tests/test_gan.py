@@ -67,7 +67,7 @@ def test_gan_losses_match_their_formulas():
 def test_settings_take_per_loss_defaults_and_reject_bad_values():
     ns, wgan = GANSettings(), GANSettings(loss="wgan-gp")
     assert (ns.lr, ns.d_lr, ns.betas, ns.n_critic) == (2e-4, 2e-4, (0.5, 0.999), 1)
-    assert (wgan.lr, wgan.n_critic, wgan.betas) == (1e-4, 5, (0.5, 0.9))
+    assert (wgan.lr, wgan.n_critic, wgan.betas) == (2e-4, 5, (0.5, 0.9))
     assert GANSettings(lr=1e-3).d_lr == 2e-4  # the two learning rates are separate
     for bad in (dict(loss="hinge"), dict(lr=-1.0), dict(n_critic=0), dict(betas=(0.5, 1.5)), dict(epochs=0)):
         with pytest.raises(ValueError):
@@ -76,18 +76,22 @@ def test_settings_take_per_loss_defaults_and_reject_bad_values():
 
 # --- the networks are the VAE's -------------------------------------------------------------------
 
-@pytest.mark.parametrize("net", ["mlp", "conv"])
-def test_generator_is_the_vae_decoder_and_discriminator_the_encoder_body(net):
-    spec = ModelSpec(image_shape=(1, 28, 28), latent_dim=3, net=net, hidden=(24,))
-    vae, gan = spec.build(), build_gan(gan_spec((1, 28, 28), latent_dim=3, net=net, hidden=(24,)))
+@pytest.mark.parametrize("net, activation", [("mlp", "softplus"), ("mlp", "leaky_relu"), ("conv", "leaky_relu")])
+def test_generator_is_the_vae_decoder_and_discriminator_the_encoder_body(net, activation):
+    kw = dict(latent_dim=3, net=net, hidden=(24,), activation=activation)
+    vae, gan = ModelSpec(image_shape=(1, 28, 28), **kw).build(), build_gan(gan_spec((1, 28, 28), **kw))
     gan.decoder.load_state_dict(vae.decoder.state_dict())  # strict: the very same architecture
-    gan.discriminator.body.load_state_dict(vae.guide_net.encoder.state_dict())
     z = torch.randn(6, 3)
     torch.testing.assert_close(gan.decode(z), vae.decode(z))
     torch.testing.assert_close(gan.decode(z), torch.sigmoid(vae.decoder(z)))
+    # the discriminator: the VAE's encoder body (always with leaky ReLU) and a linear head
+    leaky_vae = ModelSpec(image_shape=(1, 28, 28), **{**kw, "activation": "leaky_relu"}).build()
+    gan.discriminator.body.load_state_dict(leaky_vae.guide_net.encoder.state_dict())
     x = torch.rand(4, 1, 28, 28)
     assert gan.discriminator(x).shape == (4,)
-    torch.testing.assert_close(gan.discriminator(x), gan.discriminator.head(vae.guide_net.encoder(x)).squeeze(-1))
+    torch.testing.assert_close(gan.discriminator(x),
+                               gan.discriminator.head(leaky_vae.guide_net.encoder(x)).squeeze(-1))
+    assert not any(isinstance(m, torch.nn.Softplus) for m in gan.discriminator.modules())
 
 
 def test_sample_is_reproducible_from_a_generator():
@@ -97,6 +101,34 @@ def test_sample_is_reproducible_from_a_generator():
     assert torch.equal(a, b) and not torch.equal(a[0], a[1])
     with pytest.raises(ValueError, match="unconditional"):
         gan.sample(2, y=torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("net, condition_dim", [("mlp", 0), ("conv", 0), ("mlp", 3)])
+def test_activation_replaces_every_softplus_and_keeps_the_parameters(net, condition_dim):
+    from pyro_gen.nets import make_networks
+    torch.manual_seed(0)
+    soft = make_networks(net, (1, 12, 12), 2, (8,), condition_dim=condition_dim)
+    torch.manual_seed(0)
+    leaky = make_networks(net, (1, 12, 12), 2, (8,), condition_dim=condition_dim, activation="leaky_relu")
+    for a, b in zip(soft, leaky):
+        assert any(isinstance(m, torch.nn.Softplus) for m in a.modules())
+        assert not any(isinstance(m, torch.nn.Softplus) for m in b.modules())
+        assert sum(isinstance(m, torch.nn.LeakyReLU) for m in b.modules()) == \
+            sum(isinstance(m, torch.nn.Softplus) for m in a.modules())
+        assert a.state_dict().keys() == b.state_dict().keys()
+    with pytest.raises(ValueError, match="unknown activation"):
+        make_networks("mlp", (1, 4, 4), 2, (8,), activation="gelu")
+
+
+def test_activation_flag_reaches_the_saved_vae(tmp_path, small_npz):
+    from pyro_gen.run import load_run
+    out = tmp_path / "relu-vae"
+    assert main(["train", "--data", str(small_npz), "--epochs", "1", "--activation", "relu", "--out", str(out),
+                 *TINY]) == 0
+    run = load_run(out)
+    assert run.spec.activation == "relu"
+    assert any(isinstance(m, torch.nn.ReLU) for m in run.vae.decoder.modules())
+    assert not any(isinstance(m, torch.nn.Softplus) for m in run.vae.decoder.modules())
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -161,6 +193,7 @@ def test_train_gan_writes_a_run_directory_that_loads(gan_run):
     config = json.loads((gan_run / "config.json").read_text())
     assert config["model_kind"] == "gan" and config["train"]["loss"] == "ns"
     assert config["model"]["hidden"] == [16] and config["model"]["latent_dim"] == 2
+    assert config["model"]["activation"] == "leaky_relu"  # the GAN's default generator activation
     run = load_gan_run(gan_run)
     assert run.settings.epochs == 1 and len(run.history) == 1
     assert type(load_any_run(gan_run).gan) is type(run.gan)
@@ -184,7 +217,7 @@ def test_wgan_gp_trains_and_resumes_through_the_cli(tmp_path, small_npz, capsys)
                  "--epochs", "1", "--out", str(out), *TINY]) == 0
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     run = load_gan_run(out)
-    assert run.settings.loss == "wgan-gp" and run.settings.d_lr == 3e-4 and run.settings.lr == 1e-4
+    assert run.settings.loss == "wgan-gp" and run.settings.d_lr == 3e-4 and run.settings.lr == 2e-4
     assert [r["epoch"] for r in run.history] == [1, 2] and "gradient_penalty" in run.history[0]
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--gan-loss", "ns", "--quiet"]) == 2
@@ -236,6 +269,9 @@ def test_compare_tables_hold_every_requested_model(gan_run, tmp_path, small_npz,
     assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("model,kind,run_dir")
     assert "# Comparison on" in (out / "comparison.md").read_text()
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("vae", "ae", "wgan-gp"):  # the comparison's runs are ordinary runs
+        assert main(["sample", str(out / "runs" / name), "-n", "3", "-o", str(tmp_path / f"{name}.npy")]) == 0
+        assert np.load(tmp_path / f"{name}.npy").shape == (3, 1, 28, 28)
     # the output folder is not overwritten
     assert main(["compare", "--runs", str(gan_run), "--data", str(small_npz), "--out", str(out), "--quiet",
                  "--classifier-epochs", "1", "--classifier-cache", str(tmp_path / "cache")]) == 2

@@ -1,7 +1,5 @@
 """Likelihood contract and log-densities against scipy / closed forms."""
-import math
 
-import numpy as np
 import pytest
 import scipy.stats
 import torch

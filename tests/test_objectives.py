@@ -15,7 +15,7 @@ from torch import nn
 
 from pyro_gen import train as train_module
 from pyro_gen.cli import main
-from pyro_gen.evaluate import elbo_per_datum, log_weights
+from pyro_gen.evaluate import log_weights
 from pyro_gen.likelihoods import Gaussian
 from pyro_gen.objectives import (KLSchedule, RenyiBound, make_elbo, make_objective, training_loss)
 from pyro_gen.priors import StandardNormal
@@ -24,15 +24,6 @@ from pyro_gen.vae import VAE, ModelSpec
 
 D, d, S = 6, 2, 0.5
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--quiet", "--epochs", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class LinearDecoder(nn.Module):

@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import pyro
 import pyro.poutine as poutine
 import torch
 

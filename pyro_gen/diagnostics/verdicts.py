@@ -129,7 +129,7 @@ def _importance(iwae: Optional[dict], khat: Optional[dict], note: str) -> List[V
     if len(k) >= 2:
         rise = (b[-1] - b[-2]) / max(math.log2(k[-1] / k[-2]), 1e-9)
         t = THRESHOLDS["k_convergence"]
-        out.append(Verdict("log p(x) estimate converged in K", "warning" if rise > t else "ok",
+        out.append(Verdict("Convergence of the log p(x) estimate in K", "warning" if rise > t else "ok",
                            f"L_K rose {rise:.3f} nats per doubling of K between K={k[-2]} and K={k[-1]}",
                            f"warning above {t} nats per doubling",
                            "The estimate is still rising with K: the true log p(x) is probably higher than "
