@@ -45,9 +45,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import (CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json,
-                         read_jsonl, save_checkpoint, write_jsonl)
-from .data import Dataset, load_data
+from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
+                         write_jsonl)
+from .data import Dataset
 from .likelihoods import make_likelihood
 from .nets import make_networks
 from .train import FitResult, TrainingError
@@ -378,12 +378,8 @@ class GANRun:
 
     def load_data(self, spec: Optional[str] = None) -> Dataset:
         """The run's data set (or ``spec`` instead), checked against the run's image shape."""
-        data = self.config["data"]
-        ds = load_data(spec or data["spec"], likelihood=self.spec.likelihood, root=data.get("root"))
-        if tuple(ds.image_shape) != tuple(self.spec.image_shape):
-            raise RunError(f"{spec or data['spec']}: images of shape {ds.image_shape} do not fit this run, "
-                           f"which was trained on {tuple(self.spec.image_shape)}")
-        return ds
+        from .run import run_data
+        return run_data(self.config, self.spec, spec)
 
 
 def gan_spec(image_shape, **model_kw) -> ModelSpec:
@@ -398,14 +394,9 @@ def load_gan_run(run_dir) -> GANRun:
 
     :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
     """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such run directory")
-    config = read_json(path / CONFIG)
+    from .run import load_state, read_config
+    path, config = read_config(run_dir)
     try:
-        if config.get("format_version") != FORMAT_VERSION:
-            raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
-                           f"supported (expects {FORMAT_VERSION})")
         if config.get("model_kind") != "gan":
             raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
         spec = ModelSpec.from_dict(config["model"])
@@ -415,10 +406,6 @@ def load_gan_run(run_dir) -> GANRun:
         if isinstance(e, RunError):
             raise
         raise RunError(f"{path / CONFIG}: not a valid pyro_gen GAN run configuration ({e})") from None
-    state = load_checkpoint(path / CHECKPOINT)
-    try:
-        gan.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as e:
-        raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
+    load_state(gan, path)
     gan.eval()
     return GANRun(path=path, config=config, spec=spec, settings=settings, gan=gan, history=read_jsonl(path / METRICS))

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from ._spec import SpecEntry, parse_spec, positive_float, positive_int
 
 __all__ = ["StandardNormal", "LearnedNormal", "MixtureOfGaussians", "VampPrior", "FlowPrior", "StudentT",
-           "UniformMixture", "check_prior", "make_prior", "PRIORS", "FLOW_LAYERS"]
+           "UniformMixture", "check_prior", "make_prior", "PRIORS", "FLOW_LAYERS", "sample_prior"]
 
 
 def _inverse_softplus(y: float) -> float:
@@ -354,3 +354,13 @@ def make_prior(spec: str, latent_dim: int, guide: Optional[nn.Module] = None, **
     if entry.factory in _NEEDS_GUIDE:
         parsed["guide"] = guide
     return entry.factory(latent_dim, **parsed, **kwargs)
+
+
+def sample_prior(prior: nn.Module, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``n`` draws ``(n, latent_dim)`` from ``prior()``; with ``generator``, reproducibly from its state
+    (the global RNG is left as it was)."""
+    if generator is None:
+        return prior().sample((n,))
+    with torch.random.fork_rng():
+        torch.set_rng_state(generator.get_state())
+        return prior().sample((n,))

@@ -20,7 +20,7 @@ from .data import Dataset, binarize_fixed, load_data
 from .train import TrainSettings
 from .vae import VAE, ModelSpec
 
-__all__ = ["Run", "load_run", "make_config", "split_tensor", "build_model"]
+__all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model"]
 
 
 @dataclass
@@ -36,12 +36,18 @@ class Run:
 
     def load_data(self, spec: Optional[str] = None) -> Dataset:
         """The run's data set (or ``spec`` instead), validated for the run's likelihood and image shape."""
-        data = self.config["data"]
-        ds = load_data(spec or data["spec"], likelihood=self.spec.likelihood, root=data.get("root"))
-        if tuple(ds.image_shape) != tuple(self.spec.image_shape):
-            raise RunError(f"{spec or data['spec']}: images of shape {ds.image_shape} do not fit this run, "
-                           f"which was trained on {tuple(self.spec.image_shape)}")
-        return ds
+        return run_data(self.config, self.spec, spec)
+
+
+def run_data(config: dict, spec: ModelSpec, data_spec: Optional[str] = None) -> Dataset:
+    """The data set of a run's ``config`` (or ``data_spec`` instead), validated for the likelihood
+    and image shape of the run's model ``spec``."""
+    data = config["data"]
+    ds = load_data(data_spec or data["spec"], likelihood=spec.likelihood, root=data.get("root"))
+    if tuple(ds.image_shape) != tuple(spec.image_shape):
+        raise RunError(f"{data_spec or data['spec']}: images of shape {ds.image_shape} do not fit this run, "
+                       f"which was trained on {tuple(spec.image_shape)}")
+    return ds
 
 
 def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_root=None,
@@ -64,6 +70,33 @@ def build_model(spec: ModelSpec, config: dict):
     return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"])
 
 
+def read_config(run_dir) -> Tuple[Path, dict]:
+    """The folder and ``config.json`` of a run directory, of this format version.
+
+    :raises RunError: if the folder or its config is missing, malformed or of another version.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory")
+    config = read_json(path / CONFIG)
+    if not isinstance(config, dict):
+        raise RunError(f"{path / CONFIG}: not a valid pyro_gen run configuration")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
+                       f"supported (expects {FORMAT_VERSION})")
+    return path, config
+
+
+def load_state(model, path: Path) -> None:
+    """Load ``checkpoint.pt`` of the run folder ``path`` into ``model`` (its best parameters when early
+    stopping kept them), or raise :class:`RunError` naming the mismatch."""
+    state = load_checkpoint(path / CHECKPOINT)
+    try:
+        model.load_state_dict(state.get("best_model") or state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
+
+
 def load_run(run_dir, require_checkpoint: bool = True) -> Run:
     """Rebuild a trained model from a run directory.
 
@@ -73,14 +106,8 @@ def load_run(run_dir, require_checkpoint: bool = True) -> Run:
         as its configuration with an untrained model (``history`` empty).
     :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
     """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such run directory")
-    config = read_json(path / CONFIG)
+    path, config = read_config(run_dir)
     try:
-        if config.get("format_version") != FORMAT_VERSION:
-            raise RunError(f"{path / CONFIG}: run format version {config.get('format_version')} is not "
-                           f"supported (expects {FORMAT_VERSION})")
         if config.get("model_kind") == "gan":
             raise RunError(f"{path}: a GAN run has no likelihood or guide to evaluate; load it with "
                            "pyro_gen.gan.load_gan_run (pyro-gen sample and pyro-gen compare read it)")
@@ -93,11 +120,7 @@ def load_run(run_dir, require_checkpoint: bool = True) -> Run:
     vae = build_model(spec, config)
     if not require_checkpoint and not (path / CHECKPOINT).exists():
         return Run(path=path, config=config, spec=spec, settings=settings, vae=vae, history=[])
-    state = load_checkpoint(path / CHECKPOINT)
-    try:
-        vae.load_state_dict(state.get("best_model") or state["model"])
-    except (KeyError, RuntimeError) as e:
-        raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
+    load_state(vae, path)
     vae.eval()
     return Run(path=path, config=config, spec=spec, settings=settings, vae=vae,
                history=read_jsonl(path / METRICS))

@@ -59,7 +59,7 @@ from torch import nn
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
-from .priors import make_prior
+from .priors import make_prior, sample_prior
 from .vae import ModelSpec
 
 __all__ = ["SSVAE", "Classifier", "build_ssvae", "semi_supervised_labels", "semi_supervised_data",
@@ -240,13 +240,7 @@ class SSVAE(nn.Module):
                y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean images of ``n`` codes from the prior, image ``i`` of class ``y[i]`` (default ``i % C``)."""
         y = torch.arange(n) % self.num_classes if y is None else y
-        if generator is not None:
-            with torch.random.fork_rng():
-                torch.set_rng_state(generator.get_state())
-                z = self.prior().sample((n,))
-        else:
-            z = self.prior().sample((n,))
-        return self.decode(z, y)
+        return self.decode(sample_prior(self.prior, n, generator), y)
 
 
 def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: float = 0.0,

@@ -33,7 +33,7 @@ from torch import nn
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
-from .priors import make_prior
+from .priors import make_prior, sample_prior
 
 __all__ = ["VAE", "ModelSpec"]
 
@@ -124,13 +124,7 @@ class VAE(nn.Module):
         model draws image ``i`` given ``y[i]``; without ``y``, given the label ``i % condition_dim``."""
         if self.condition_dim and y is None:
             y = torch.arange(n) % self.condition_dim
-        if generator is not None:
-            with torch.random.fork_rng():
-                torch.set_rng_state(generator.get_state())
-                z = self.prior().sample((n,))
-        else:
-            z = self.prior().sample((n,))
-        return self.decode(z, y)
+        return self.decode(sample_prior(self.prior, n, generator), y)
 
 
 @dataclass
