@@ -19,7 +19,7 @@ import math
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
+from ._progress import progress_bar
 
 __all__ = ["log_weights", "importance_log_likelihood", "elbo_per_datum"]
 
@@ -57,7 +57,7 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
     if batch_size is None:
         batch_size = max(1, min(len(x), MAX_DECODED // min(k, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch_size)
-    bar = tqdm(total=len(x) * k, disable=not progress, desc=desc, unit="sample", unit_scale=True, leave=False)
+    bar = progress_bar(total=len(x) * k, enabled=progress, desc=desc, unit="sample", unit_scale=True, leave=False)
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]

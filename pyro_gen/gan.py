@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from ._progress import progress_bar
 
 from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
                          write_jsonl)
@@ -296,8 +296,8 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
         run_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(run_dir / METRICS, [])
 
-    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not progress, unit="step", dynamic_ncols=True, leave=True)
+    bar = progress_bar(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                       enabled=progress, unit="step", dynamic_ncols=True, leave=True)
     gan.train()
     try:
         for epoch in range(start_epoch, settings.epochs):

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from ._progress import progress_bar
 
 from .checkpoint import atomic_write, read_json, write_json
 
@@ -184,7 +184,7 @@ def train_classifier(train_x: np.ndarray, train_y: np.ndarray, num_classes: Opti
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     clf.train()
     with _num_threads(threads), \
-            tqdm(total=steps, disable=not progress, desc="domain classifier", unit="step", leave=False) as bar:
+            progress_bar(total=steps, enabled=progress, desc="domain classifier", unit="step", leave=False) as bar:
         for _ in range(epochs):
             perm = torch.randperm(len(x), generator=gen)
             for sl in _batches(len(x), batch_size):

@@ -24,7 +24,7 @@ import numpy as np
 import pyro
 import torch
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
+from ._progress import progress_bar
 
 from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
                          write_jsonl)
@@ -252,8 +252,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         write_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(write_dir / METRICS, [])
 
-    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not progress, unit="step", dynamic_ncols=True, leave=True)
+    bar = progress_bar(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                       enabled=progress, unit="step", dynamic_ncols=True, leave=True)
     stopped_early = False
     vae.train()
     quiet_nan = contextlib.ExitStack()

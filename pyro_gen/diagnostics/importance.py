@@ -27,7 +27,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .._progress import progress_bar
 
 from ..evaluate import MAX_DECODED, log_weights
 
@@ -53,8 +53,8 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
     batch = max(1, min(len(x), MAX_DECODED // min(num_samples, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch)
     out = torch.empty(len(x), num_samples)
-    with tqdm(total=len(x) * num_samples, disable=not progress, desc=f"log weights, K={num_samples}",
-              unit="sample", unit_scale=True, leave=False) as bar:
+    with progress_bar(total=len(x) * num_samples, enabled=progress, desc=f"log weights, K={num_samples}",
+                      unit="sample", unit_scale=True, leave=False) as bar:
         for start in range(0, len(x), batch):
             xb = x[start:start + batch]
             for done in range(0, num_samples, chunk):
