@@ -25,18 +25,9 @@ from pyro_gen.diagnostics import (active_units, amortization_gap, elbo_surgery, 
 from pyro_gen.likelihoods import Gaussian
 from pyro_gen.priors import StandardNormal
 from pyro_gen.vae import VAE
+from _ppca import LinearDecoder  # noqa: E402
 
 D, L = 6, 2
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, W, b):
-        super().__init__()
-        self.register_buffer("W", W)
-        self.register_buffer("b", b)
-
-    def forward(self, z):
-        return (z @ self.W.T + self.b).reshape(z.shape[:-1] + (1, 1, D))
 
 
 class PosteriorGuide(nn.Module):

@@ -14,17 +14,9 @@ from pyro_gen.evaluate import elbo_per_datum, importance_log_likelihood, log_wei
 from pyro_gen.likelihoods import Gaussian
 from pyro_gen.priors import StandardNormal
 from pyro_gen.vae import VAE
+from _ppca import LinearDecoder  # noqa: E402
 
 D, d, S = 6, 2, 0.5
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, W, b):
-        super().__init__()
-        self.W, self.b = W, b
-
-    def forward(self, z):
-        return (z @ self.W.T + self.b).reshape(z.shape[:-1] + (1, 1, D))
 
 
 class PosteriorGuide(nn.Module):
