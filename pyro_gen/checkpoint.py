@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import torch
 
 __all__ = ["RunError", "FORMAT_VERSION", "atomic_write", "write_json", "read_json",
-           "save_checkpoint", "load_checkpoint", "append_jsonl", "read_jsonl", "write_jsonl",
+           "save_checkpoint", "load_checkpoint", "resume_history", "append_jsonl", "read_jsonl", "write_jsonl",
            "CONFIG", "CHECKPOINT", "METRICS"]
 
 FORMAT_VERSION = 1
@@ -96,6 +96,19 @@ def read_jsonl(path) -> List[dict]:
             except json.JSONDecodeError as e:
                 raise RunError(f"{path}: line {i} is not valid JSON ({e})") from None
     return rows
+
+
+def resume_history(run_dir, epochs: int) -> List[dict]:
+    """The first ``epochs`` rows of a run's ``metrics.jsonl`` (those its checkpoint covers; rows a
+    killed run wrote after its last checkpoint are dropped).
+
+    :raises RunError: if the file has fewer rows than the checkpoint's epochs.
+    """
+    path = Path(run_dir) / METRICS
+    history = read_jsonl(path)[:epochs]
+    if len(history) != epochs:
+        raise RunError(f"{path}: has {len(history)} epochs, checkpoint has {epochs}")
+    return history
 
 
 def save_checkpoint(path, state: Dict[str, Any]) -> None:

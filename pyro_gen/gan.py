@@ -45,8 +45,8 @@ from torch import nn
 from torch.nn import functional as F
 from ._progress import progress_bar
 
-from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
-                         write_jsonl)
+from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_jsonl, resume_history,
+                         save_checkpoint, write_jsonl)
 from .data import Dataset
 from .likelihoods import make_likelihood
 from .nets import make_networks
@@ -289,9 +289,7 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, d_steps = state["epoch"], state["d_steps"]
-        history = read_jsonl(run_dir / METRICS)[:start_epoch]
-        if len(history) != start_epoch:
-            raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
+        history = resume_history(run_dir, start_epoch)
     elif run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(run_dir / METRICS, [])

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DistributedSampler
 from ._progress import progress_bar
 
-from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, read_jsonl, save_checkpoint,
-                         write_jsonl)
+from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
+                         save_checkpoint, write_jsonl)
 from .data import binarize
 from .objectives import KLSchedule, make_elbo, make_objective, training_loss
 from . import distributed
@@ -245,9 +245,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         best_state = state.get("best_model")
-        history = read_jsonl(run_dir / METRICS)[:start_epoch]
-        if len(history) != start_epoch:
-            raise RunError(f"{run_dir / METRICS}: has {len(history)} epochs, checkpoint has {start_epoch}")
+        history = resume_history(run_dir, start_epoch)
     elif write_dir is not None:
         write_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(write_dir / METRICS, [])

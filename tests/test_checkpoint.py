@@ -80,3 +80,11 @@ def test_atomic_write_replaces_content(tmp_path):
     atomic_write(path, lambda f: f.write(b"one"))
     atomic_write(path, lambda f: f.write(b"two"))
     assert path.read_bytes() == b"two"
+
+
+def test_resume_history_keeps_the_checkpointed_rows_and_refuses_missing_ones(tmp_path):
+    from pyro_gen.checkpoint import resume_history, write_jsonl
+    write_jsonl(tmp_path / "metrics.jsonl", [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}])
+    assert resume_history(tmp_path, 2) == [{"epoch": 1}, {"epoch": 2}]  # epoch 3 ran after the checkpoint
+    with pytest.raises(RunError, match="has 3 epochs, checkpoint has 4"):
+        resume_history(tmp_path, 4)
