@@ -63,6 +63,7 @@ def _checked(convert, ok, what: str):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_nonnegative_float = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative number")
 
 
 def _hidden(text: str) -> tuple:
@@ -108,6 +109,9 @@ TRAIN_FLAGS = [
                                               "(default 0: none)")),
     ("--kl-schedule", "kl_schedule", dict(choices=list(KL_SCHEDULES), help="linear: one ramp; cyclical: ramp, "
                                           "then as many epochs at beta, repeated (default linear)")),
+    ("--free-bits", "free_bits", dict(type=_nonnegative_float, metavar="NATS",
+                                      help="free bits: each latent dimension's batch-average KL counts as at least "
+                                           "NATS (Kingma et al. 2016; diagonal guide, factorized prior; default 0)")),
     ("--seed", "seed", dict(type=int, help="random seed (default 0)")),
 ]
 
@@ -245,6 +249,8 @@ def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
                          f"--elbo {train_kw['elbo']}")
     if train_kw.get("objective", "elbo") != "elbo":
         raise UsageError("--model ssvae trains on its ELBO: it cannot take --objective")
+    if train_kw.get("free_bits"):
+        raise UsageError("--model ssvae cannot use --free-bits")
     if "patience" in train_kw:
         raise UsageError("--model ssvae cannot use --patience: the held-out split would take labelled images away")
     return {**train_kw, "elbo": "enum"}
@@ -303,7 +309,7 @@ def _run_kind(run_dir: Path) -> Optional[str]:
 
 #: ``pyro-gen train`` flags (as TrainSettings / ModelSpec fields) that mean nothing to a GAN.
 _NOT_FOR_GAN = ("prior", "guide", "elbo", "optimizer", "lr_schedule", "patience", "objective", "beta",
-                "warmup_epochs", "kl_schedule")
+                "warmup_epochs", "kl_schedule", "free_bits")
 
 
 def _cmd_train_gan(args) -> int:
@@ -407,6 +413,9 @@ def cmd_train(args) -> int:
     if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
         from .objectives import check_analytic_kl
         check_analytic_kl(vae.model, vae.guide, x_test[:2], *(() if y_cond is None else (y_cond[:2],)))
+    if settings.free_bits:  # the same for free bits on a guide or prior that does not factorize
+        from .train import check_free_bits
+        check_free_bits(vae, x_test[:1], None if y_cond is None else y_cond[:1])
     distributed.barrier()  # every process has checked the run directory before any writes to it
     if distributed.is_main():
         if not args.resume:

@@ -12,9 +12,14 @@ enumeration exactly (the semi-supervised :mod:`pyro_gen.ssvae`). Particles are v
 Objectives other than the ELBO (:func:`make_objective`): the importance-weighted bound ``iwae:K``
 and the Rényi bound ``renyi:ALPHA:K`` (:class:`RenyiBound`). The β of the β-VAE and KL warm-up
 (linear or cyclical) are a :class:`KLSchedule` that the trainer applies as the model's
-``kl_scale``. Free bits (Kingma et al. 2016) are not offered: they clamp the KL of each latent
-dimension separately, which Pyro's ELBOs (one log-density per latent site, summed over its
-dimensions) do not expose for a general prior and guide.
+``kl_scale``. *Free bits* (Kingma et al. 2016, "Improved variational inference with inverse
+autoregressive flow", eq. 15) replace the KL term :math:`\\sum_j \\mathrm{KL}_j` by
+:math:`\\sum_j \\max(\\lambda, \\mathrm{KL}_j)`, with :math:`\\mathrm{KL}_j` the minibatch average
+of the KL of latent dimension :math:`j`: dimensions below :math:`\\lambda` nats get no pressure
+towards the prior. Pyro's ELBOs see one log-density per latent site, so the model's guide adds the
+difference, :math:`N \\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)` (:func:`free_bits_penalty`), as a
+reparametrized ``pyro.factor`` (:class:`pyro_gen.vae.VAE`); it needs a guide and a prior that
+factorize over the latent dimensions (:func:`kl_per_dimension`).
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ from torch.distributions.kl import kl_divergence
 from ._spec import SpecEntry, parse_spec, positive_int
 
 __all__ = ["make_elbo", "training_loss", "ELBOS", "AnalyticKL_ELBO", "check_analytic_kl", "describe_distribution",
-           "RenyiBound", "make_objective", "OBJECTIVES", "KLSchedule", "KL_SCHEDULES"]
+           "RenyiBound", "make_objective", "OBJECTIVES", "KLSchedule", "KL_SCHEDULES", "univariate_factors",
+           "kl_per_dimension", "free_bits_penalty"]
 
 
 def describe_distribution(d: Distribution) -> str:
@@ -79,6 +85,55 @@ def check_analytic_kl(model, guide, *args, **kwargs) -> None:
                 f"the guide's {describe_distribution(q)} and the prior's {describe_distribution(p)}; use the "
                 f"meanfield ELBO (closed form where one exists, Monte Carlo otherwise) or trace, or register one "
                 f"with torch.distributions.kl.register_kl") from None
+
+
+def univariate_factors(d: Distribution) -> Optional[Distribution]:
+    """The univariate base distribution of ``d`` if ``d`` factorizes over its last dimension
+    (``Independent(base, 1)`` with a scalar ``base``), else ``None``."""
+    if isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and d.base_dist.event_shape == ():
+        return d.base_dist
+    return None
+
+
+def kl_per_dimension(q: Distribution, prior: Distribution, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:math:`\\mathrm{KL}(q(z_j \\mid x)\\,\\|\\,p(z_j))` for each datum and latent dimension,
+    differentiable: the closed form where one is registered, else the one-draw Monte Carlo
+    estimate :math:`\\log q(z_j \\mid x) - \\log p(z_j)` at the draw ``z``.
+
+    :param q: the guide's distribution, ``batch_shape (B,)``, ``event_shape (D,)``.
+    :param prior: the prior, ``event_shape (D,)``.
+    :param z: a draw from ``q``, ``(B, D)``; needed only without a closed form.
+    :returns: a tensor ``(B, D)``.
+    :raises ValueError: if ``q`` or ``prior`` does not factorize over the latent dimensions.
+    """
+    qb, pb = univariate_factors(q), univariate_factors(prior)
+    if qb is None or pb is None:
+        raise ValueError(f"the KL per latent dimension needs a guide and a prior that factorize over the dimensions "
+                         f"(a diagonal guide; the standard, learned or studentt prior); got the guide "
+                         f"{describe_distribution(q)} and the prior {describe_distribution(prior)}")
+    try:
+        return kl_divergence(qb, pb)
+    except NotImplementedError:
+        if z is None:
+            raise ValueError(f"no closed-form KL between {describe_distribution(qb)} and {describe_distribution(pb)}: "
+                             f"pass a draw z for the Monte Carlo estimate") from None
+        return qb.log_prob(z) - pb.log_prob(z)
+
+
+def free_bits_penalty(q: Distribution, prior: Distribution, z: Optional[torch.Tensor], free_bits: float) -> torch.Tensor:
+    """:math:`\\sum_j \\max(0, \\lambda - \\overline{\\mathrm{KL}}_j)`, with
+    :math:`\\overline{\\mathrm{KL}}_j` the batch average of :func:`kl_per_dimension`: what free
+    bits (Kingma et al. 2016) add to the negative ELBO of one datum, since
+    :math:`\\sum_j \\max(\\lambda, \\mathrm{KL}_j) = \\sum_j \\mathrm{KL}_j + \\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)`.
+    Its gradient cancels the KL's for the dimensions below :math:`\\lambda`.
+
+    :param q: the guide's distribution for a batch, ``batch_shape (B,)``, ``event_shape (D,)``.
+    :param prior: the prior.
+    :param z: the draw from ``q`` (for pairs without a closed-form KL).
+    :param free_bits: :math:`\\lambda`, nats per latent dimension.
+    """
+    kl = kl_per_dimension(q, prior, z)
+    return torch.relu(free_bits - kl.reshape(-1, kl.shape[-1]).mean(0)).sum()
 
 
 class AnalyticKL_ELBO:

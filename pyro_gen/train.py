@@ -29,10 +29,10 @@ from ._progress import progress_bar
 from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
                          save_checkpoint, write_jsonl)
 from .data import binarize
-from .objectives import KLSchedule, make_elbo, make_objective, training_loss
+from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
 from . import distributed
 
-__all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer"]
+__all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer", "check_free_bits"]
 
 
 class TrainingError(RuntimeError):
@@ -61,6 +61,8 @@ class TrainSettings:
     :param beta: weight of the KL term after warm-up (β-VAE; 1 for the ELBO).
     :param warmup_epochs: length of the KL ramp in epochs (0: none).
     :param kl_schedule: ``"linear"`` or ``"cyclical"`` (:class:`pyro_gen.objectives.KLSchedule`).
+    :param free_bits: λ of free bits, nats per latent dimension (0: none; see
+        :mod:`pyro_gen.objectives`); for the ELBO objective with one particle.
     """
 
     epochs: int = 100
@@ -78,6 +80,7 @@ class TrainSettings:
     beta: float = 1.0
     warmup_epochs: int = 0
     kl_schedule: str = "linear"
+    free_bits: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_particles"):
@@ -98,6 +101,11 @@ class TrainSettings:
         if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
             raise ValueError(f"warmup-epochs must be a non-negative integer, got {self.warmup_epochs}")
         KLSchedule(self.beta, 0, self.kl_schedule)  # validates beta and the schedule's name
+        if not (self.free_bits >= 0 and math.isfinite(self.free_bits)):
+            raise ValueError(f"free-bits must be a non-negative number of nats, got {self.free_bits}")
+        if self.free_bits and (self.objective != "elbo" or self.elbo == "enum" or self.num_particles != 1):
+            raise ValueError("free-bits needs the ELBO objective with one particle (not --objective iwae/renyi, "
+                             "--elbo enum or --num-particles > 1)")
 
 
 @dataclass
@@ -156,15 +164,29 @@ def split_validation(x: np.ndarray, fraction: float, seed: int):
 @torch.no_grad()
 def mean_elbo(vae, elbo, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 1000) -> float:
     """The single-sample ELBO per datum of ``x`` (and labels ``y``) under ``elbo``'s estimator (β = 1)."""
-    total, kl_scale, num_data = 0.0, vae.kl_scale, vae.num_data
+    total, kl_scale, num_data, free_bits = 0.0, vae.kl_scale, vae.num_data, getattr(vae, "free_bits", 0.0)
     vae.kl_scale, vae.num_data = 1.0, None
+    if free_bits:
+        vae.free_bits = 0.0
     try:
         for start in range(0, len(x), batch_size):
             batch = (x[start:start + batch_size],) + (() if y is None else (y[start:start + batch_size],))
             total -= float(elbo.loss(vae.model, vae.guide, *batch))
     finally:
         vae.kl_scale, vae.num_data = kl_scale, num_data
+        if free_bits:
+            vae.free_bits = free_bits
     return total / len(x)
+
+
+@torch.no_grad()
+def check_free_bits(vae, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
+    """Raise a ``ValueError`` if free bits cannot apply to ``vae`` (its guide or prior does not
+    factorize over the latent dimensions), trying its guide on one datum ``x`` (labels ``y``)."""
+    if not hasattr(vae, "free_bits"):
+        raise ValueError(f"free-bits is for the VAE, not for {type(vae).__name__}")
+    q = vae.guide_dist(x, y)
+    kl_per_dimension(q, vae.prior(), q.sample())
 
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
@@ -225,6 +247,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
     kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule)
     kl_scale0 = vae.kl_scale
+    if settings.free_bits:
+        check_free_bits(vae, x_all[:1], None if y_all is None else y_all[:1])
     # the parameters exist before DDP and the optimizer are built; DDP averages gradients
     loss_fn = distributed.wrap(LossModule(elbo, vae), world)
     opt = make_optimizer(vae.parameters(), settings)
@@ -255,6 +279,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     stopped_early = False
     vae.train()
     quiet_nan = contextlib.ExitStack()
+    free_bits0 = getattr(vae, "free_bits", 0.0)
+    if settings.free_bits:
+        vae.free_bits = settings.free_bits
     try:
         # a non-finite loss is reported below as a TrainingError naming the epoch and the step
         quiet_nan.enter_context(warnings.catch_warnings())
@@ -263,7 +290,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
             perm = torch.tensor(list(sampler))
-            total, exact = 0.0, settings.objective == "elbo"
+            total, exact = 0.0, settings.objective == "elbo" and not settings.free_bits
             for step in range(steps_per_epoch):
                 idx = perm[step * local_batch:(step + 1) * local_batch]
                 x, y = x_all[idx], None if y_all is None else y_all[idx]
@@ -334,6 +361,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         bar.close()
         quiet_nan.close()
         vae.kl_scale = kl_scale0
+        if settings.free_bits:
+            vae.free_bits = free_bits0
     if best_state is not None:
         vae.load_state_dict(best_state)
     vae.eval()

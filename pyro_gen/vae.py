@@ -9,7 +9,10 @@ decoder's output; ``VAE.guide`` samples ``z`` from the amortized guide family. B
 a ``pyro.plate("data")`` scaled by ``num_data / batch_size``, so that the ELBO of a minibatch is an
 unbiased estimate of the ELBO of the whole data set (Hoffman et al. 2013). A ``kl_scale``
 (β of the β-VAE, or a warm-up value) scales the latent site in model and guide alike, which
-multiplies the KL term of the ELBO and nothing else.
+multiplies the KL term of the ELBO and nothing else. With ``free_bits`` :math:`\\lambda > 0` the
+guide adds the free-bits correction :math:`\\beta N \\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)`
+(:func:`pyro_gen.objectives.free_bits_penalty`) as a reparametrized ``pyro.factor`` named
+``free_bits``, so that the ELBO's KL term becomes :math:`\\beta N \\sum_j \\max(\\lambda, \\mathrm{KL}_j)`.
 
 A *conditional* VAE (Sohn et al. 2015) is the same class built with conditioned networks
 (:func:`pyro_gen.nets.make_networks` with ``condition_dim``, ``ModelSpec(condition_dim=...)``):
@@ -33,6 +36,7 @@ from torch import nn
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
+from .objectives import free_bits_penalty
 from .priors import make_prior, sample_prior
 
 __all__ = ["VAE", "ModelSpec"]
@@ -51,10 +55,11 @@ class VAE(nn.Module):
     :param likelihood: a likelihood module (:mod:`pyro_gen.likelihoods`).
     :param num_data: size of the whole data set; ``None`` scores each batch as the whole data.
     :param kl_scale: the weight β of the latent site (1 for the ELBO).
+    :param free_bits: λ of free bits, nats per latent dimension (0: the plain KL term).
     """
 
     def __init__(self, guide: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module,
-                 num_data: Optional[int] = None, kl_scale: float = 1.0):
+                 num_data: Optional[int] = None, kl_scale: float = 1.0, free_bits: float = 0.0):
         super().__init__()
         self.guide_net = guide
         self.decoder = decoder
@@ -62,6 +67,7 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.num_data = num_data
         self.kl_scale = kl_scale
+        self.free_bits = free_bits
 
     @property
     def latent_dim(self) -> int:
@@ -93,9 +99,14 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """:math:`z \\sim q_\\phi(z \\mid x)` (or :math:`q_\\phi(z \\mid x, y)`)."""
-        with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
+        scale = self._data_scale(x.shape[0])
+        with pyro.plate("data", x.shape[0]), _scaled(scale):
             with _scaled(self.kl_scale):
-                pyro.sample("z", self.guide_dist(x, y))
+                q = self.guide_dist(x, y)
+                z = pyro.sample("z", q)
+        if self.free_bits:
+            penalty = free_bits_penalty(q, self.prior(), z, self.free_bits)
+            pyro.factor("free_bits", self.kl_scale * scale * x.shape[0] * penalty, has_rsample=True)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_samples: int = 256, y: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -258,3 +258,89 @@ def test_cli_bad_schedule_flags_exit_2(flags):
     with pytest.raises(SystemExit) as info:
         main(["train", *flags])
     assert info.value.code == 2
+
+
+# ---------------------------------------------------------------- free bits
+
+
+def _kl_by_hand(q) -> torch.Tensor:
+    """KL(N(m, s^2) || N(0, 1)) per datum and dimension, written out."""
+    m, s = q.base_dist.loc, q.base_dist.scale
+    return -torch.log(s) + (s ** 2 + m ** 2) / 2 - 0.5
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 2.0])
+def test_free_bits_adds_the_clamped_kl_to_the_loss(ppca, lam):
+    """loss(λ) - loss(0) = Σ_j max(0, λ - mean_b KL_bj) per datum (closed-form KL, same draws),
+    and the loss with λ is rec + Σ_j max(λ, KL_j)."""
+    vae, x, _ = ppca
+    vae.num_data = 400
+    elbo = make_elbo("meanfield")
+    torch.manual_seed(1)
+    plain = training_loss(elbo, vae, x)
+    vae.free_bits = lam
+    torch.manual_seed(1)
+    clamped = training_loss(elbo, vae, x)
+    kl = _kl_by_hand(vae.guide_dist(x)).mean(0)
+    expected = torch.relu(lam - kl).sum()
+    assert abs(float(clamped - plain) - float(expected)) < 1e-5
+    assert (expected > 0) == (lam > float(kl.min()))  # 0.3 clamps some dimensions of this posterior, 2.0 all
+
+
+def test_free_bits_stop_the_kl_gradient_of_dimensions_below_lambda(ppca):
+    """With λ above every dimension's KL, the loss's gradient is the reconstruction term's alone."""
+    vae, x, _ = ppca
+    vae.num_data = 40
+    W = vae.decoder.W = nn.Parameter(vae.decoder.W.clone())
+    loc_shift = vae.guide_net.b = nn.Parameter(vae.guide_net.b.clone())
+    elbo = make_elbo("meanfield")
+    torch.manual_seed(2)
+    vae.free_bits = 0.0
+    rec_only = training_loss(elbo, vae, x) - _kl_by_hand(vae.guide_dist(x)).sum(-1).mean()
+    g_rec = torch.autograd.grad(rec_only, [W, loc_shift])
+    torch.manual_seed(2)
+    vae.free_bits = 50.0
+    g_fb = torch.autograd.grad(training_loss(elbo, vae, x), [W, loc_shift])
+    for a, b in zip(g_rec, g_fb):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert float(g_rec[1].abs().max()) > 1e-3  # the encoder does get a gradient
+
+
+def test_free_bits_monte_carlo_kl_for_a_studentt_prior():
+    """No closed form Normal || StudentT: the per-dimension KL is log q(z_j) - log p(z_j) at the draw."""
+    from pyro_gen.objectives import kl_per_dimension
+    q = dist.Normal(torch.zeros(3, 2), torch.ones(3, 2)).to_event(1)
+    p = dist.StudentT(4.0, torch.zeros(2), torch.ones(2)).to_event(1)
+    z = torch.randn(3, 2)
+    expected = dist.Normal(0.0, 1.0).log_prob(z) - dist.StudentT(4.0, 0.0, 1.0).log_prob(z)
+    assert torch.allclose(kl_per_dimension(q, p, z), expected)
+    with pytest.raises(ValueError, match="factorize"):
+        kl_per_dimension(dist.MultivariateNormal(torch.zeros(3, 2), torch.eye(2)), p, z)
+
+
+def test_fit_with_free_bits_reports_the_plain_elbo_and_restores_the_model(mnist):
+    vae = _spec().build()
+    result = fit(vae, mnist.train_x[:128], TrainSettings(epochs=1, batch_size=64, free_bits=0.5), progress=False)
+    row = result.history[0]
+    assert vae.free_bits == 0.0 and row["train_elbo"] != row["train_objective"]
+    assert row["train_objective"] < row["train_elbo"]  # the clamped KL only adds to the loss
+
+
+@pytest.mark.parametrize("kw, message", [(dict(free_bits=-1.0), "non-negative"),
+                                         (dict(free_bits=0.5, objective="iwae:5"), "ELBO objective"),
+                                         (dict(free_bits=0.5, num_particles=2), "one particle")])
+def test_free_bits_setting_errors(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**kw)
+
+
+def test_cli_free_bits(tmp_path, small_npz, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(small_npz), "--out", str(out), *TINY, "--free-bits", "0.25"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["free_bits"] == 0.25
+    capsys.readouterr()
+    assert main(["train", "--data", str(small_npz), "--out", str(tmp_path / "r"), *TINY, "--free-bits", "0.25",
+                 "--prior", "mog:3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "factorize" in err
+    assert not (tmp_path / "r").exists()

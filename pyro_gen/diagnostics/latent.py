@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 import torch
-from torch.distributions import Independent, Normal, TransformedDistribution, kl_divergence
+from torch.distributions import Normal, TransformedDistribution, kl_divergence
+
+from ..objectives import univariate_factors
 
 __all__ = ["LatentDiagnostics", "elbo_terms", "kl_per_dimension", "posterior_means", "unit_activity",
            "active_units", "elbo_surgery", "latent_diagnostics", "epoch_diagnostics", "make_epoch_metrics",
@@ -96,13 +98,6 @@ def elbo_terms(vae, x: torch.Tensor, num_samples: int = 1) -> Tuple[torch.Tensor
     return rec, kl, closed
 
 
-def _univariate_factors(d):
-    """The univariate base of ``d`` if ``d`` factorizes over the last dimension, else ``None``."""
-    if isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and d.base_dist.event_shape == ():
-        return d.base_dist
-    return None
-
-
 @torch.no_grad()
 def kl_per_dimension(q, prior, num_samples: int = 256, method: str = "auto") -> Tuple[Optional[torch.Tensor], str]:
     """:math:`\\mathrm{KL}(q(z_d|x)\\,\\|\\,p(z_d))` for each datum and latent dimension.
@@ -126,7 +121,7 @@ def kl_per_dimension(q, prior, num_samples: int = 256, method: str = "auto") -> 
     """
     if method not in ("auto", "closed", "mc"):
         raise ValueError(f"method must be auto, closed or mc, got {method!r}")
-    qb, pb = _univariate_factors(q), _univariate_factors(prior)
+    qb, pb = univariate_factors(q), univariate_factors(prior)
     if qb is None or pb is None:
         return None, ("not defined: the guide or the prior does not factorize over latent dimensions "
                       "(only the total KL is reported)")
@@ -167,7 +162,7 @@ def _broadcast_cross(q) -> Callable[[torch.Tensor], torch.Tensor]:
     for a diagonal Normal ``q`` as three matrix products (in float64),
     :math:`-\\frac12\\sum_d (z_{nd}^2 - 2 z_{nd}\\mu_{md} + \\mu_{md}^2)/\\sigma_{md}^2
     - \\sum_d \\log\\sigma_{md} - \\frac D2\\log 2\\pi`."""
-    base = _univariate_factors(q)
+    base = univariate_factors(q)
     if not isinstance(base, Normal):
         return lambda zs: q.log_prob(zs.unsqueeze(-2))
     mu, var = base.loc.double(), base.scale.double() ** 2
