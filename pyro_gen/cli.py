@@ -88,6 +88,32 @@ MODEL_FLAGS = [
     ("--guide", "guide", dict(metavar="SPEC", help=f"q(z|x): {spec_usage(GUIDES)} (default diagonal; "
                                                    f"--model ae is the delta guide)")),
 ]
+
+
+def _ema(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+#: ``pyro-gen train --model gan`` flags: (flag, GANSettings field, argparse kwargs).
+GAN_FLAGS = [
+    ("--gan-loss", "loss", dict(choices=["ns", "wgan-gp"], help="--model gan: ns (non-saturating, default) or "
+                                "wgan-gp (Wasserstein with gradient penalty); --lr is then the generator's learning "
+                                "rate (default 2e-4)")),
+    ("--d-lr", "d_lr", dict(type=_positive_float, help="--model gan: the discriminator's learning rate "
+                            "(default: as the generator's)")),
+    ("--disc-net", "disc_net", dict(choices=list(NETWORKS), help="--model gan: the discriminator's network "
+                                    "(default: as --net; the generator is always the --net decoder)")),
+    ("--spectral-norm", "spectral_norm", dict(action=argparse.BooleanOptionalAction, help="--model gan: spectral "
+                                              "normalization of the discriminator (default: on for ns, off for wgan-gp)")),
+    ("--ema", "ema", dict(type=_ema, metavar="DECAY", help="--model gan: decay of the moving average of the "
+                          "generator's weights that samples come from (default 0.999; 0: none)")),
+]
 #: The model flags of ``pyro-gen compare``: the networks every compared model shares.
 COMPARE_MODEL_FLAGS = [f for f in MODEL_FLAGS if f[1] in ("latent_dim", "net", "hidden", "likelihood", "activation")]
 TRAIN_FLAGS = [
@@ -130,11 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=list(MODELS) + ["gan"], help="vae (default), ae (deterministic autoencoder), cvae "
                        "(conditioned on the labels), ssvae (semi-supervised M2; with --labels-per-class) or gan "
                        "(the decoder network trained as a GAN generator, on grey-level images; see --gan-loss)")
-    train.add_argument("--gan-loss", choices=["ns", "wgan-gp"], help="--model gan: ns (non-saturating, default) or "
-                       "wgan-gp (Wasserstein with gradient penalty); --lr is then the generator's learning rate "
-                       "(default 2e-4)")
-    train.add_argument("--d-lr", type=_positive_float, help="--model gan: the discriminator's learning rate "
-                       "(default: as the generator's)")
+    for flag, _, kw in GAN_FLAGS:
+        train.add_argument(flag, **kw)
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",
                        help="--model ssvae: labelled training images kept per class (chosen with --seed)")
     for flag, _, kw in MODEL_FLAGS + TRAIN_FLAGS:
@@ -324,7 +347,7 @@ def _cmd_train_gan(args) -> int:
         bad.append("--labels-per-class")
     if bad:
         raise UsageError(f"--model gan cannot take {', '.join(bad)}: these configure the VAE's likelihood training")
-    gan_kw = {k: v for k, v in [("loss", args.gan_loss), ("d_lr", args.d_lr)] if v is not None}
+    gan_kw = _explicit(args, GAN_FLAGS)
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     if args.resume:
         changed = [f for f, v in [("--data", args.data), ("--data-root", args.data_root),
@@ -335,7 +358,7 @@ def _cmd_train_gan(args) -> int:
             raise UsageError(f"--resume continues {args.out} as it was configured; it cannot change {', '.join(changed)}")
         run = load_gan_run(args.out)
         config, spec, run_dir = run.config, run.spec, args.out
-        settings = GANSettings(**{**config["train"], **gan_kw})
+        settings = GANSettings(**{**asdict(run.settings), **gan_kw})
         config["train"] = asdict(settings)
         ds = run.load_data()
     else:
@@ -349,7 +372,7 @@ def _cmd_train_gan(args) -> int:
         config = make_config(spec, settings, data_spec, args.data_root, model_kind="gan")
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
-    gan = build_gan(spec)
+    gan = build_gan(spec, settings)
     write_json(run_dir / CONFIG, config)
     print(f"training a gan ({settings.loss}) on {config['data']['spec']} ({len(ds.train_x)} grey-level train images "
           f"of shape {ds.image_shape}) for {settings.epochs} epochs -> {run_dir}", file=sys.stderr)
@@ -374,8 +397,10 @@ def cmd_train(args) -> int:
 
     if args.model == "gan" or (args.resume and args.out is not None and _run_kind(args.out) == "gan"):
         return _cmd_train_gan(args)
-    if args.gan_loss is not None or args.d_lr is not None:
-        raise UsageError("--gan-loss and --d-lr are for --model gan")
+    gan_flags = [flag for flag, name, _ in GAN_FLAGS if name in _explicit(args, GAN_FLAGS)]
+    if gan_flags:
+        raise UsageError(f"{', '.join(gan_flags)}: {'this flag is' if len(gan_flags) == 1 else 'these flags are'} "
+                         "for --model gan")
     from . import distributed
     distributed.setup()  # under torchrun: join the other processes
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)

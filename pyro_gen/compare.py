@@ -122,7 +122,7 @@ def _train_gan(name: str, ds, data_spec: str, data_root, run_dir: Path, budget: 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG, make_config(spec, settings, data_spec, data_root, model_kind="gan"))
     torch.manual_seed(seed)
-    gan = build_gan(spec)
+    gan = build_gan(spec, settings)
     t0 = time.perf_counter()
     try:
         fit_gan(gan, ds.train_x, settings, run_dir=run_dir, progress=progress, on_epoch=WallClockBudget(budget))

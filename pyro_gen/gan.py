@@ -4,8 +4,8 @@ The **generator** is the decoder of :func:`pyro_gen.nets.make_networks` followed
 likelihood's mean (:math:`\\sigma(\\cdot)` for Bernoulli logits), so that a GAN and a VAE with
 the same :class:`~pyro_gen.vae.ModelSpec` share the same generator network and the same
 :math:`z \\sim \\mathcal N(0, I)`; only the training criterion differs. The **discriminator** is
-the encoder body of the same spec with a linear head giving one real number per image, always
-with leaky-ReLU activations.
+an encoder body with the spec's widths, of the spec's network kind or another (``disc_net``),
+with a linear head giving one real number per image, always with leaky-ReLU activations.
 
 Softplus, the networks' default activation, is nearly linear for the small pre-activations of
 freshly initialized layers. A nearly linear discriminator gives every generated image the same
@@ -26,6 +26,20 @@ Two criteria (``loss``), with :math:`D` the discriminator's output, :math:`x` re
   with :math:`\\hat x = \\epsilon x + (1 - \\epsilon)\\tilde x`, :math:`\\epsilon \\sim U[0, 1]` per
   image, and :math:`L_G = -D(\\tilde x)`; the critic takes ``n_critic`` steps per generator step.
 
+Two stabilisers are on by default (:class:`GANSettings`), both common practice:
+
+- **spectral normalization** of the discriminator's layers for ``ns`` (Miyato et al. 2018,
+  "Spectral normalization for generative adversarial networks", :func:`add_spectral_norm`);
+  with it the non-saturating GAN kept all ten classes on MNIST-10k, without it it dropped some;
+- **samples from an exponential moving average of the generator's weights** (Yazici et al.
+  2019, "The unusual effectiveness of averaging in GAN training"; :meth:`GAN.update_average`):
+  the iterates of GAN training circle around an equilibrium, and their average is nearer to it.
+  On MNIST-10k it lowered the domain FID of the same run by 15 to 40 after two to four minutes
+  of training in our measurements.
+
+The discriminator's network kind can differ from the generator's (``disc_net``: e.g. a
+convolutional discriminator for an MLP generator); the generator stays the spec's decoder.
+
 The GAN is trained on the grey-level images in ``[0, 1]`` (not binarized): a discriminator would
 otherwise tell binary data from the generator's grey-level means at once. A run directory has the
 same layout as a VAE's (``config.json`` with ``model_kind: "gan"``, ``checkpoint.pt`` written
@@ -33,6 +47,7 @@ atomically each epoch, ``metrics.jsonl``), and :func:`load_gan_run` rebuilds it.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -49,12 +64,13 @@ from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint,
                          save_checkpoint, write_jsonl)
 from .data import Dataset
 from .likelihoods import make_likelihood
-from .nets import make_networks
+from .nets import NETWORKS, make_networks
 from .train import FitResult, TrainingError
 from .vae import ModelSpec
 
 __all__ = ["GAN", "Discriminator", "GANSettings", "GANRun", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
-           "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec"]
+           "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec", "ema_decay",
+           "add_spectral_norm"]
 
 
 class Discriminator(nn.Module):
@@ -72,31 +88,64 @@ class Discriminator(nn.Module):
         return self.head(self.body(x)).squeeze(-1)
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The decay of the generator's weight average at generator step ``step`` (1, 2, ...):
+    :math:`\\min\\bigl(\\beta, \\frac{1 + t}{10 + t}\\bigr)`. The ramp (the ``num_updates`` rule
+    of TensorFlow's ``ExponentialMovingAverage``) keeps the first steps, whose weights are those
+    of a barely trained generator, from dominating the average of a short run."""
+    return min(float(decay), (1.0 + step) / (10.0 + step))
+
+
 class GAN(nn.Module):
     """Generator :math:`G(z) = \\text{mean}(\\text{decoder}(z))`, :math:`z \\sim \\mathcal N(0, I)`,
     and discriminator.
+
+    With ``average=True`` the GAN also holds an exponential moving average of the generator's
+    weights, :math:`\\bar\\theta_t = \\beta_t \\bar\\theta_{t-1} + (1 - \\beta_t)\\theta_t` after each
+    generator step :math:`t` (:meth:`update_average`, :func:`ema_decay`), and draws its samples
+    (:meth:`sample`, :meth:`decode`) from that averaged generator: GAN iterates circle around an
+    equilibrium instead of converging to it, and their average is closer to it (Yazici et al. 2019,
+    "The unusual effectiveness of averaging in GAN training", ICLR). Training (:meth:`generate`)
+    always uses the current weights.
 
     :param decoder: a decoder network from :mod:`pyro_gen.nets`.
     :param discriminator: a :class:`Discriminator`.
     :param likelihood: a likelihood module; only its ``mean`` is used, as the output layer.
     :param latent_dim: size of z.
+    :param average: keep a moving average of the decoder's weights, used for sampling.
     """
 
-    def __init__(self, decoder: nn.Module, discriminator: nn.Module, likelihood: nn.Module, latent_dim: int):
+    def __init__(self, decoder: nn.Module, discriminator: nn.Module, likelihood: nn.Module, latent_dim: int,
+                 average: bool = False):
         super().__init__()
         self.decoder = decoder
         self.discriminator = discriminator
         self.likelihood = likelihood
         self.latent_dim = int(latent_dim)
+        self.average = copy.deepcopy(decoder).requires_grad_(False) if average else None
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """:math:`G(z)`, differentiable, shape ``z.shape[:-1] + (C, H, W)``."""
+        """:math:`G(z)` with the current weights, differentiable, shape ``z.shape[:-1] + (C, H, W)``."""
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
+    def update_average(self, decay: float) -> None:
+        """:math:`\\bar\\theta \\leftarrow \\beta\\,\\bar\\theta + (1 - \\beta)\\,\\theta` for every parameter
+        and floating-point buffer of the decoder (``decay`` :math:`= \\beta`); nothing without an average."""
+        if self.average is None:
+            return
+        for avg, cur in zip(self.average.state_dict().values(), self.decoder.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(cur, 1.0 - decay)
+            else:
+                avg.copy_(cur)
+
+    @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """:math:`G(z)` without gradients (the same method name as :meth:`pyro_gen.vae.VAE.decode`)."""
-        return self.generate(z)
+        """:math:`G(z)` without gradients, with the averaged weights if the GAN keeps an average
+        (the same method name as :meth:`pyro_gen.vae.VAE.decode`)."""
+        net = self.decoder if self.average is None else self.average
+        return self.likelihood.mean(net(z))
 
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None,
@@ -106,20 +155,49 @@ class GAN(nn.Module):
         if y is not None:
             raise ValueError("this GAN is unconditional: it cannot draw images of a given label")
         z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.generate(z)
+        return self.decode(z)
 
 
-def build_gan(spec: ModelSpec) -> GAN:
+def add_spectral_norm(module: nn.Module) -> nn.Module:
+    """Put spectral normalization on every linear and convolutional layer of ``module``, in place:
+    each weight :math:`W` is used as :math:`W / \\sigma(W)`, with :math:`\\sigma(W)` the largest
+    singular value of :math:`W` (of its ``(out, -1)`` reshaping for a convolution) estimated by one
+    power iteration per training forward pass, which bounds the Lipschitz constant of a
+    discriminator with 1-Lipschitz activations by 1 (Miyato et al. 2018, "Spectral normalization
+    for generative adversarial networks", ICLR). Uses :func:`torch.nn.utils.parametrizations.spectral_norm`.
+
+    :returns: ``module``.
+    """
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                setattr(parent, name, nn.utils.parametrizations.spectral_norm(child))
+    return module
+
+
+def build_gan(spec: ModelSpec, settings: Optional["GANSettings"] = None) -> GAN:
     """The :class:`GAN` with the networks of ``spec``: the generator is ``spec``'s decoder (with
-    ``spec.activation``) and its likelihood's mean as output layer, the discriminator is ``spec``'s
-    encoder body with leaky-ReLU activations plus a linear head. ``spec.guide`` and ``spec.prior``
-    are not used (z is standard Normal)."""
+    ``spec.activation``) and its likelihood's mean as output layer; the discriminator is the
+    encoder body of kind ``settings.disc_net`` (default ``spec.net``) with ``spec``'s widths and
+    leaky-ReLU activations plus a linear head, spectrally normalized if ``settings.spectral_norm``
+    (:func:`add_spectral_norm`). With ``settings.ema > 0`` the GAN keeps the moving average of
+    the generator's weights that it samples from. ``spec.guide`` and ``spec.prior`` are not used
+    (z is standard Normal).
+
+    :param spec: the networks shared with the VAE.
+    :param settings: the :class:`GANSettings` (default ``GANSettings()``); only ``disc_net``,
+        ``spectral_norm`` and ``ema`` matter here.
+    """
+    settings = GANSettings() if settings is None else settings
     if spec.condition_dim:
         raise ValueError("the GAN baseline is unconditional: condition_dim must be 0")
     shape = tuple(spec.image_shape)
     decoder = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, activation=spec.activation)[1]
-    body = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, activation="leaky_relu")[0]
-    return GAN(decoder, Discriminator(body), make_likelihood(spec.likelihood), spec.latent_dim)
+    body = make_networks(settings.disc_net or spec.net, shape, spec.latent_dim, spec.hidden, activation="leaky_relu")[0]
+    disc = Discriminator(body)
+    if settings.spectral_norm:
+        add_spectral_norm(disc)
+    return GAN(decoder, disc, make_likelihood(spec.likelihood), spec.latent_dim, average=settings.ema > 0)
 
 
 # --- losses -----------------------------------------------------------------------------------
@@ -166,8 +244,11 @@ GAN_LOSSES: Dict[str, Tuple[Callable, Callable, bool]] = {"ns": (_ns_d, _ns_g, F
 #: Per-loss defaults: DCGAN's Adam settings for ``ns`` (Radford et al. 2016); five critic steps
 #: per generator step and beta2 0.9 for ``wgan-gp`` (Gulrajani et al. 2017), with lr 2e-4 and
 #: beta1 0.5 rather than the paper's 1e-4 and 0, which learned faster within minutes on MNIST-10k.
-LOSS_DEFAULTS = {"ns": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999), n_critic=1),
-                 "wgan-gp": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.9), n_critic=5)}
+#: Spectral normalization (Miyato et al. 2018) is on for ``ns``, whose MLP discriminator otherwise
+#: dropped classes within minutes on MNIST-10k, and off for ``wgan-gp``, whose critic the gradient
+#: penalty already keeps near 1-Lipschitz.
+LOSS_DEFAULTS = {"ns": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999), n_critic=1, spectral_norm=True),
+                 "wgan-gp": dict(lr=2e-4, d_lr=2e-4, betas=(0.5, 0.9), n_critic=5, spectral_norm=False)}
 
 
 def discriminator_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
@@ -194,6 +275,13 @@ class GANSettings:
     :param n_critic: discriminator steps per generator step.
     :param gp_weight: :math:`\\lambda` of the gradient penalty (``wgan-gp``).
     :param seed: seeds parameters, minibatch order and the draws of z.
+    :param disc_net: the discriminator's network kind, ``"mlp"`` or ``"conv"`` (:mod:`pyro_gen.nets`);
+        ``None``: the spec's ``net``. The generator is always the spec's decoder.
+    :param spectral_norm: spectrally normalize the discriminator's layers (Miyato et al. 2018,
+        :func:`add_spectral_norm`); default on for ``ns``, off for ``wgan-gp``.
+    :param ema: decay :math:`\\beta` of the moving average of the generator's weights that samples
+        are drawn from (Yazici et al. 2019; :meth:`GAN.update_average`, :func:`ema_decay`); 0: sample
+        from the current weights.
     """
 
     epochs: int = 100
@@ -205,6 +293,9 @@ class GANSettings:
     n_critic: Optional[int] = None
     gp_weight: float = 10.0
     seed: int = 0
+    disc_net: Optional[str] = None
+    spectral_norm: Optional[bool] = None
+    ema: float = 0.999
 
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
@@ -223,6 +314,11 @@ class GANSettings:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not self.gp_weight >= 0:
             raise ValueError(f"gp-weight must be >= 0, got {self.gp_weight}")
+        if self.disc_net is not None and self.disc_net not in NETWORKS:
+            raise ValueError(f"unknown discriminator network {self.disc_net!r}: expected one of {', '.join(NETWORKS)}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        self.spectral_norm = bool(self.spectral_norm)
 
 
 class _Frozen:
@@ -257,7 +353,7 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
     outputs ``d_real`` / ``d_fake``, ``gradient_penalty`` for ``wgan-gp``, ``seconds``) and writes
     ``checkpoint.pt`` atomically, so a killed run resumes from its last complete epoch.
 
-    :param gan: a :class:`GAN`.
+    :param gan: a :class:`GAN` built with the same settings (``build_gan(spec, settings)``).
     :param train_x: training images ``(N, C, H, W)`` in the generator's output range (grey levels).
     :param settings: a :class:`GANSettings`.
     :param run_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (``None``: nothing is written).
@@ -268,6 +364,9 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
     :returns: a :class:`~pyro_gen.train.FitResult`.
     """
     d_loss_fn, g_loss_fn, penalized = GAN_LOSSES[settings.loss]
+    if (settings.ema > 0) != (gan.average is not None):
+        raise ValueError(f"settings.ema={settings.ema} needs a GAN {'with' if settings.ema > 0 else 'without'} a weight "
+                         "average: build it with build_gan(spec, settings)")
     torch.manual_seed(settings.seed)
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
     n = len(x_all)
@@ -329,6 +428,7 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
                         opt_g.zero_grad(set_to_none=True)
                         g_loss.backward()
                     opt_g.step()
+                    gan.update_average(ema_decay(settings.ema, d_steps // settings.n_critic))
                     g_value = g_loss.item()
                     sums["g_loss"] += g_value
                     g_steps += 1
@@ -398,8 +498,9 @@ def load_gan_run(run_dir) -> GANRun:
         if config.get("model_kind") != "gan":
             raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
         spec = ModelSpec.from_dict(config["model"])
-        settings = GANSettings(**config["train"])
-        gan = build_gan(spec)
+        # runs written before these settings existed had neither an average nor spectral norm
+        settings = GANSettings(**{"ema": 0.0, "spectral_norm": False, **config["train"]})
+        gan = build_gan(spec, settings)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, RunError):
             raise

@@ -12,8 +12,9 @@ from torch.nn import functional as F
 from pyro_gen.checkpoint import RunError
 from pyro_gen.cli import main
 from pyro_gen.compare import StopTraining, WallClockBudget, load_any_run
-from pyro_gen.gan import (GANSettings, build_gan, discriminator_loss, fit_gan, gan_spec, generator_loss,
-                          gradient_penalty, load_gan_run)
+from pyro_gen.gan import (GANSettings, add_spectral_norm, build_gan, discriminator_loss, ema_decay, fit_gan,
+                          gan_spec, generator_loss, gradient_penalty, load_gan_run)
+from pyro_gen.nets import ConvEncoder, MLPDecoder, MLPEncoder
 from pyro_gen.vae import ModelSpec
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--quiet"]
@@ -69,9 +70,59 @@ def test_settings_take_per_loss_defaults_and_reject_bad_values():
     assert (ns.lr, ns.d_lr, ns.betas, ns.n_critic) == (2e-4, 2e-4, (0.5, 0.999), 1)
     assert (wgan.lr, wgan.n_critic, wgan.betas) == (2e-4, 5, (0.5, 0.9))
     assert GANSettings(lr=1e-3).d_lr == 2e-4  # the two learning rates are separate
-    for bad in (dict(loss="hinge"), dict(lr=-1.0), dict(n_critic=0), dict(betas=(0.5, 1.5)), dict(epochs=0)):
+    for bad in (dict(loss="hinge"), dict(lr=-1.0), dict(n_critic=0), dict(betas=(0.5, 1.5)), dict(epochs=0),
+                dict(disc_net="resnet"), dict(ema=1.0), dict(ema=-0.1)):
         with pytest.raises(ValueError):
             GANSettings(**bad)
+
+
+# --- stabilisers: spectral normalization, weight averaging ------------------------------------------
+
+@pytest.mark.parametrize("disc_net", ["mlp", "conv"])
+def test_spectral_norm_makes_every_layer_s_largest_singular_value_one(disc_net):
+    torch.manual_seed(0)
+    gan = build_gan(gan_spec((1, 12, 12), latent_dim=2, hidden=(24,)), GANSettings(disc_net=disc_net))
+    x = torch.rand(8, 1, 12, 12)
+    for _ in range(200):  # each training forward pass takes one power-iteration step
+        gan.discriminator(x)
+    layers = [m for m in gan.discriminator.modules() if hasattr(m, "parametrizations")]
+    assert len(layers) == (2 if disc_net == "mlp" else 4)  # every linear / conv layer, the head included
+    for m in layers:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().reshape(m.weight.shape[0], -1), ord=2)
+        assert sigma.item() == pytest.approx(1.0, abs=5e-3)
+        raw = m.parametrizations.weight.original
+        assert torch.linalg.matrix_norm(raw.reshape(raw.shape[0], -1), ord=2).item() != pytest.approx(1.0, abs=0.05)
+    # a linear map W / sigma(W) has Lipschitz constant 1: the output moves no more than the input
+    lin = add_spectral_norm(torch.nn.Sequential(torch.nn.Linear(5, 3)))
+    for _ in range(30):
+        lin(torch.randn(4, 5))
+    lin.eval()
+    a, b = torch.randn(100, 5), torch.randn(100, 5)
+    assert ((lin(a) - lin(b)).norm(dim=1) <= (a - b).norm(dim=1) * (1 + 1e-4)).all()
+
+
+def test_weight_average_matches_its_closed_form_and_is_what_samples_come_from():
+    # theta_bar_T = beta^T theta_0 + (1 - beta) sum_t beta^(T - t) c_t when the decoder's weights are c_t at step t
+    torch.manual_seed(0)
+    gan = build_gan(gan_spec((1, 2, 2), latent_dim=2, hidden=(3,)), GANSettings(ema=0.9))
+    w0 = gan.decoder.net[0].weight.detach().clone()
+    beta, values = 0.9, [1.0, -2.0, 0.5, 3.0]
+    for c in values:
+        with torch.no_grad():
+            gan.decoder.net[0].weight.fill_(c)
+        gan.update_average(beta)
+    expected = beta ** len(values) * w0 + (1 - beta) * sum(beta ** (len(values) - 1 - t) * c for t, c in enumerate(values))
+    torch.testing.assert_close(gan.average.net[0].weight, expected)
+    z = torch.randn(5, 2)
+    torch.testing.assert_close(gan.sample(5, generator=torch.Generator().manual_seed(1)),
+                               torch.sigmoid(gan.average(torch.randn(5, 2, generator=torch.Generator().manual_seed(1)))))
+    assert not torch.allclose(gan.decode(z), gan.generate(z).detach())  # training uses the current weights
+    # the decay ramps up to beta: (1 + t) / (10 + t) early on
+    assert ema_decay(0.999, 1) == pytest.approx(2 / 11) and ema_decay(0.999, 10 ** 6) == 0.999
+    assert build_gan(gan_spec((1, 2, 2), latent_dim=2, hidden=(3,)), GANSettings(ema=0.0)).average is None
+    with pytest.raises(ValueError, match="weight average"):  # a GAN built without an average, settings with one
+        fit_gan(build_gan(gan_spec((1, 2, 2), latent_dim=2, hidden=(3,)), GANSettings(ema=0.0)),
+                np.zeros((4, 1, 2, 2), np.float32), GANSettings(ema=0.9), progress=False)
 
 
 # --- the networks are the VAE's -------------------------------------------------------------------
@@ -79,7 +130,8 @@ def test_settings_take_per_loss_defaults_and_reject_bad_values():
 @pytest.mark.parametrize("net, activation", [("mlp", "softplus"), ("mlp", "leaky_relu"), ("conv", "leaky_relu")])
 def test_generator_is_the_vae_decoder_and_discriminator_the_encoder_body(net, activation):
     kw = dict(latent_dim=3, net=net, hidden=(24,), activation=activation)
-    vae, gan = ModelSpec(image_shape=(1, 28, 28), **kw).build(), build_gan(gan_spec((1, 28, 28), **kw))
+    vae = ModelSpec(image_shape=(1, 28, 28), **kw).build()
+    gan = build_gan(gan_spec((1, 28, 28), **kw), GANSettings(spectral_norm=False, ema=0.0))
     gan.decoder.load_state_dict(vae.decoder.state_dict())  # strict: the very same architecture
     z = torch.randn(6, 3)
     torch.testing.assert_close(gan.decode(z), vae.decode(z))
@@ -196,6 +248,10 @@ def test_train_gan_writes_a_run_directory_that_loads(gan_run):
     assert config["model"]["activation"] == "leaky_relu"  # the GAN's default generator activation
     run = load_gan_run(gan_run)
     assert run.settings.epochs == 1 and len(run.history) == 1
+    # the default stabilisers: spectral norm on the spec's network kind, samples from the weight average
+    assert (run.settings.disc_net, run.settings.spectral_norm, run.settings.ema) == (None, True, 0.999)
+    assert GANSettings(loss="wgan-gp").spectral_norm is False  # the gradient penalty instead
+    assert isinstance(run.gan.discriminator.body, MLPEncoder) and run.gan.average is not None
     assert type(load_any_run(gan_run).gan) is type(run.gan)
     with pytest.raises(RunError, match="GAN run"):
         from pyro_gen.run import load_run
@@ -227,13 +283,29 @@ def test_wgan_gp_trains_and_resumes_through_the_cli(tmp_path, small_npz, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["--model", "gan", "--elbo", "meanfield"], "--model gan cannot take --elbo"),
     (["--model", "gan", "--prior", "vamp"], "--model gan cannot take --prior"),
-    (["--gan-loss", "ns"], "--gan-loss and --d-lr are for --model gan"),
-    (["--model", "vae", "--d-lr", "1e-3"], "--gan-loss and --d-lr are for --model gan"),
+    (["--gan-loss", "ns"], "--gan-loss: this flag is for --model gan"),
+    (["--model", "vae", "--d-lr", "1e-3", "--disc-net", "conv"], "--d-lr, --disc-net: these flags are for --model gan"),
+    (["--model", "vae", "--no-spectral-norm"], "--spectral-norm: this flag is for --model gan"),
 ])
 def test_gan_flag_misuse_exits_2(argv, message, tmp_path, small_npz, capsys):
     assert main(["train", "--data", str(small_npz), "--out", str(tmp_path / "r"), *argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_conv_discriminator_with_mlp_generator_through_the_cli(tmp_path, small_npz, capsys):
+    out = tmp_path / "convd"
+    assert main(["train", "--model", "gan", "--disc-net", "conv", "--no-spectral-norm", "--ema", "0",
+                 "--data", str(small_npz), "--epochs", "1", "--out", str(out), *TINY]) == 0
+    run = load_gan_run(out)
+    assert (run.settings.disc_net, run.settings.spectral_norm, run.settings.ema) == ("conv", False, 0.0)
+    assert isinstance(run.gan.discriminator.body, ConvEncoder) and isinstance(run.gan.decoder, MLPDecoder)
+    assert run.gan.average is None
+    assert main(["sample", str(out), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "gan", "--ema", "1", "--data", str(small_npz), "--out", str(tmp_path / "x")])
+    assert info.value.code == 2 and "expected a number in [0, 1)" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_gan_run_with_one_line(gan_run, capsys):
