@@ -1,0 +1,62 @@
+"""The ``pyro-gen`` command line: parses, calls the library, prints.
+
+Exit codes: 0 on success, 2 on bad usage or bad input (one line on standard error naming the
+problem), 1 when training fails (e.g. a non-finite loss), 130 when interrupted.
+
+The commands live one per module: ``pyro_gen.cli.train`` (``train``, the GAN branch included),
+``pyro_gen.cli.evaluate`` (``evaluate`` and ``sample``), ``pyro_gen.cli.diagnose`` and
+``pyro_gen.cli.compare``, each with the function that adds its subcommand to the parser;
+``pyro_gen.cli._common`` holds what they share.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from .. import __version__
+from ..checkpoint import RunError
+from ..data import DataError
+from ..train import TrainingError
+# the model names, flag tables and cmd_* functions stay importable from pyro_gen.cli, as before the split
+from ._common import MODEL_FLAGS, UsageError, _Parser  # noqa: F401
+from .compare import COMPARE_MODEL_FLAGS, add_compare_parser, cmd_compare  # noqa: F401
+from .diagnose import add_diagnose_parser, cmd_diagnose
+from .evaluate import add_evaluate_parser, add_sample_parser, cmd_evaluate, cmd_sample
+from .train import GAN_FLAGS, LABELLED_MODELS, MODELS, TRAIN_FLAGS, add_train_parser, cmd_train  # noqa: F401
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyro-gen", description="Deep generative models as Pyro model/guide pairs.")
+    parser.add_argument("--version", action="version", version=f"pyro-gen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser in (add_train_parser, add_evaluate_parser, add_sample_parser, add_diagnose_parser,
+                       add_compare_parser):
+        add_parser(sub)
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose,
+            "compare": cmd_compare}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, DataError, RunError, ValueError) as e:
+        print(f"pyro-gen {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"pyro-gen {args.command}: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"pyro-gen {args.command}: interrupted; the last complete epoch is saved (continue with --resume)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,54 @@
+"""``pyro-gen diagnose``: the diagnostics of a trained VAE or autoencoder run and its report.html."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._common import UsageError, _positive_int, _run_kind
+
+
+def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``pyro-gen diagnose`` and its flags to the subcommands ``sub``."""
+    dg = sub.add_parser("diagnose", help="diagnose a trained run and write report.html",
+                        description="Diagnose a run on its test split (or on --data): ELBO terms, KL per dimension, "
+                                    "active units, IWAE bound against K, PSIS k-hat per image, amortization gap, "
+                                    "gradient noise. Writes diagnostics.json, posterior.nc (ArviZ), figures and "
+                                    "a self-contained report.html into RUN_DIR.")
+    dg.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    dg.add_argument("--data", help="diagnose on this data set's test split instead of the run's")
+    dg.add_argument("--k-max", type=_positive_int, default=5000,
+                    help="importance samples per image for the IWAE curve and k-hat (default 5000)")
+    dg.add_argument("--points", type=_positive_int, default=500,
+                    help="test images for the IWAE curve, k-hat and posterior draws (default 500)")
+    dg.add_argument("--gap-points", type=_positive_int, default=100,
+                    help="test images for the amortization gap (default 100)")
+    dg.add_argument("--gap-steps", type=_positive_int, default=500,
+                    help="Adam steps of the per-image optimization for the amortization gap (default 500)")
+    dg.add_argument("--grad-repeats", type=_positive_int, default=100,
+                    help="gradient draws for the gradient variance and SNR (default 100)")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--json", action="store_true", help="print diagnostics.json's content on standard output")
+    dg.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
+
+
+def cmd_diagnose(args) -> int:
+    from ..diagnostics import diagnose_run
+
+    if _run_kind(args.run_dir) == "gan":
+        raise UsageError(f"{args.run_dir} is a GAN run: pyro-gen diagnose needs a VAE or an autoencoder "
+                         "(a GAN has no encoder and no likelihood to diagnose)")
+    quiet = args.quiet or args.json
+    log = None if quiet else (lambda msg: print(f"pyro-gen diagnose: {msg}", file=sys.stderr, flush=True))
+    d = diagnose_run(args.run_dir, args.data, k_max=args.k_max, points=args.points, gap_points=args.gap_points,
+                     gap_steps=args.gap_steps, grad_repeats=args.grad_repeats, seed=args.seed,
+                     progress=not quiet, log=log)
+    if args.json:
+        print(json.dumps(d.to_dict(), sort_keys=True))
+        return 0
+    for v in d.verdicts:
+        print(f"[{v.status:>7}] {v.check}: {v.advice if v.status == 'n/a' else v.value}")
+    print(f"done in {d.seconds.get('total', 0):.1f} s: report {args.run_dir / 'report.html'}, numbers "
+          f"{args.run_dir / 'diagnostics.json'}, posterior draws {args.run_dir / 'posterior.nc'}")
+    return 0

@@ -1,0 +1,108 @@
+"""``pyro-gen evaluate`` (test ELBO and importance-sampled log-likelihood of a run) and
+``pyro-gen sample`` (images drawn from a run's model)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._common import UsageError, _positive_int
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``pyro-gen evaluate`` and its flags to the subcommands ``sub``."""
+    ev = sub.add_parser("evaluate", help="test ELBO and importance-sampled log-likelihood of a run",
+                        description="Evaluate a run on its test split (or on --data): the ELBO averaged over "
+                                    "draws and the importance-sampled -log p(x) with K samples from the guide.")
+    ev.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    ev.add_argument("--data", help="evaluate on this data set's test split instead of the run's")
+    ev.add_argument("--k", type=_positive_int, default=5000, help="importance samples per image (default 5000)")
+    ev.add_argument("--draws", type=_positive_int, default=10, help="ELBO draws per image (default 10)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_sample_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``pyro-gen sample`` and its flags to the subcommands ``sub``."""
+    sm = sub.add_parser("sample", help="draw images from a trained model",
+                        description="Draw codes from the prior and write the decoder's mean images.")
+    sm.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    sm.add_argument("-n", type=_positive_int, default=64, help="how many images (default 64)")
+    sm.add_argument("-o", "--output", type=Path, required=True, help="FILE.png (a grid) or FILE.npy (N x C x H x W)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--label", type=int, help="draw images of this class only (a cvae or ssvae run)")
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluate import elbo_per_datum, importance_log_likelihood
+    from ..run import load_run, split_tensor
+
+    run = load_run(args.run_dir)
+    ds = run.load_data(args.data)
+    x_test, y_test = split_tensor(ds, run.vae.likelihood.binarize)
+    y_cond = None
+    if getattr(run.vae, "condition_dim", 0) or hasattr(run.vae, "classify"):
+        if y_test is None:
+            raise UsageError(f"this {run.config['model_kind']} run needs test labels, and "
+                             f"{args.data or run.config['data']['spec']} has none")
+        y_cond = torch.as_tensor(y_test) if getattr(run.vae, "condition_dim", 0) else None
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    test_elbo = float(elbo_per_datum(run.vae, x_test, num_draws=args.draws, y=y_cond).mean())
+    nll = None
+    if not run.vae.guide_net.deterministic:
+        nll = -float(importance_log_likelihood(run.vae, x_test, k=args.k, progress=not (args.quiet or args.json),
+                                               y=y_cond).mean())
+    result = {"test_elbo": test_elbo, "test_nll": nll, "k": args.k, "draws": args.draws, "n_test": len(x_test),
+              "data": args.data or run.config["data"]["spec"], "seconds": time.perf_counter() - t0}
+    if y_cond is not None:
+        result["conditional"] = "ELBO and NLL are of log p(x | y), given the test labels"
+    if hasattr(run.vae, "classify"):
+        from ..ssvae import accuracy
+        result["test_accuracy"] = accuracy(run.vae, x_test, y_test)
+    if nll is None:
+        result["note"] = "the deterministic autoencoder has no density q(z|x): no importance-sampled likelihood"
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"test ELBO {test_elbo:.2f} nats/image ({args.draws} draws, {len(x_test)} test images)")
+        print(f"test NLL  {nll:.2f} nats/image (importance sampled, K={args.k})" if nll is not None
+              else "test NLL  n/a: " + result["note"])
+        if "test_accuracy" in result:
+            print(f"test accuracy {result['test_accuracy']:.4f} (most probable class under q(y|x))")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from ..checkpoint import atomic_write
+    from ..compare import load_any_run
+    from ..plots import plot_images
+
+    suffix = args.output.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise UsageError(f"{args.output}: the output must end in .png or .npy")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
+    run = load_any_run(args.run_dir)  # a VAE-family run or a GAN run
+    model = run.gan if run.config.get("model_kind") == "gan" else run.vae
+    y = None
+    if args.label is not None:
+        classes = getattr(model, "num_classes", None) or getattr(model, "condition_dim", 0)
+        if not classes:
+            raise UsageError(f"--label needs a conditional run (--model cvae or ssvae); {args.run_dir} is a "
+                             f"{run.config.get('model_kind', 'vae')}")
+        if not 0 <= args.label < classes:
+            raise UsageError(f"--label {args.label} is out of range: this run has classes 0 to {classes - 1}")
+        y = torch.full((args.n,), args.label, dtype=torch.long)
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), y=y).numpy()
+    if suffix == ".png":
+        plot_images(images, args.output, title=f"{args.n} samples from {args.run_dir}")
+    else:
+        atomic_write(args.output, lambda f: np.save(f, images.astype(np.float32)))
+    print(f"wrote {args.n} samples to {args.output}")
+    return 0
