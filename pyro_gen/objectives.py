@@ -376,7 +376,9 @@ class KLSchedule:
     - ``cyclical`` (Fu et al. 2019, "Cyclical Annealing Schedule: A Simple Approach to
       Mitigating KL Vanishing"): the same ramp over :math:`W` steps, then :math:`W` steps at
       :math:`\\beta`, repeated: :math:`\\beta_t = \\beta \\min(1, ((t \\bmod 2W) + 1)/W)` (their
-      ratio :math:`R = 0.5`; their 4 cycles over ``T`` steps are :math:`W = T/8`).
+      ratio :math:`R = 0.5`; their 4 cycles over ``T`` steps are :math:`W = T/8`). Given
+      ``total_steps``, a cycle starts only if it ends before training does; the steps after the
+      last whole cycle stay at :math:`\\beta`, so a run never ends part-way up a ramp.
 
     With ``warmup_steps = 0`` it is the constant :math:`\\beta` (the β-VAE of Higgins et al.
     2017; :math:`\\beta = 1` is the ELBO). Values are never 0 (a zero scale is not allowed by
@@ -385,11 +387,13 @@ class KLSchedule:
     :param beta: the final weight β > 0.
     :param warmup_steps: W, the length of a ramp in optimization steps.
     :param kind: ``"linear"`` or ``"cyclical"`` (:data:`KL_SCHEDULES`).
+    :param total_steps: the length of training in steps, if known (used by ``cyclical``).
     """
 
     beta: float = 1.0
     warmup_steps: int = 0
     kind: str = "linear"
+    total_steps: Optional[int] = None
 
     def __post_init__(self):
         if not (self.beta > 0 and math.isfinite(self.beta)):
@@ -402,4 +406,8 @@ class KLSchedule:
     def __call__(self, step: int) -> float:
         if self.warmup_steps == 0:
             return float(self.beta)
+        if self.kind == "cyclical" and self.total_steps is not None:
+            period = 2 * int(self.warmup_steps)
+            if step >= max(0, self.total_steps // period - 1) * period + period:  # after the last whole cycle
+                return float(self.beta)
         return self.beta * KL_SCHEDULES[self.kind](int(step), int(self.warmup_steps))

@@ -245,7 +245,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     steps_per_epoch = math.ceil(len(sampler) / local_batch)
     elbo = make_objective(settings.objective, settings.elbo, settings.num_particles)
     eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
-    kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule)
+    kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule,
+                             total_steps=settings.epochs * steps_per_epoch)
     kl_scale0 = vae.kl_scale
     if settings.free_bits:
         check_free_bits(vae, x_all[:1], None if y_all is None else y_all[:1])

@@ -63,6 +63,15 @@ def test_schedule_values_at_chosen_steps():
     assert KLSchedule(0.25, 0, "cyclical")(3) == 0.25
 
 
+def test_cyclical_schedule_ends_at_beta_when_the_length_is_known():
+    """20 steps, W = 4: whole cycles start at 0 and 8; the one at 16 would not end in time, so
+    steps 16-19 stay at β instead of ramping again (without total_steps: 0.5, 1, 1.5, 2)."""
+    schedule = KLSchedule(2.0, 4, "cyclical", total_steps=20)
+    assert [schedule(t) for t in range(20)] == [0.5, 1.0, 1.5, 2.0] + [2.0] * 4 + [0.5, 1.0, 1.5, 2.0] + [2.0] * 8
+    assert [KLSchedule(2.0, 4, "cyclical")(t) for t in (16, 17)] == [0.5, 1.0]
+    assert [KLSchedule(2.0, 4, "cyclical", total_steps=6)(t) for t in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+
+
 @pytest.mark.parametrize("kw, message", [(dict(beta=0.0), "beta"), (dict(beta=float("nan")), "beta"),
                                          (dict(warmup_steps=-1), "warm-up"), (dict(kind="cosine"), "cosine")])
 def test_schedule_rejects_bad_values(kw, message):
