@@ -186,7 +186,10 @@ def check_free_bits(vae, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
     if not hasattr(vae, "free_bits"):
         raise ValueError(f"free-bits is for the VAE, not for {type(vae).__name__}")
     q = vae.guide_dist(x, y)
-    kl_per_dimension(q, vae.prior(), q.sample())
+    try:
+        kl_per_dimension(q, vae.prior(), q.sample())
+    except ValueError as e:
+        raise ValueError(f"free-bits cannot be used with this model: {e}") from None
 
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
