@@ -408,6 +408,6 @@ class KLSchedule:
             return float(self.beta)
         if self.kind == "cyclical" and self.total_steps is not None:
             period = 2 * int(self.warmup_steps)
-            if step >= max(0, self.total_steps // period - 1) * period + period:  # after the last whole cycle
+            if step >= max(1, self.total_steps // period) * period:  # after the last whole cycle
                 return float(self.beta)
         return self.beta * KL_SCHEDULES[self.kind](int(step), int(self.warmup_steps))
