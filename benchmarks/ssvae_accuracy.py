@@ -28,6 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pyro_gen.augment import RandomAffine  # noqa: E402
 from pyro_gen.data import binarize, binarize_fixed, load_bundled  # noqa: E402
 from pyro_gen.evaluate import elbo_per_datum  # noqa: E402
 from pyro_gen.nets import make_networks  # noqa: E402
@@ -36,18 +37,20 @@ from pyro_gen.train import TrainSettings, fit  # noqa: E402
 from pyro_gen.vae import ModelSpec  # noqa: E402
 
 
-def labelled_only(spec: ModelSpec, x: np.ndarray, y: np.ndarray, steps: int, lr: float, seed: int) -> Classifier:
+def labelled_only(spec: ModelSpec, x: np.ndarray, y: np.ndarray, steps: int, lr: float, seed: int,
+                  net: str = "mlp", augment: bool = False) -> Classifier:
     """The M2 classifier's network trained by cross-entropy on the labelled images alone
-    (dynamically binarized, full batch, Adam)."""
+    (dynamically binarized, full batch, Adam; randomly warped with ``augment``)."""
     torch.manual_seed(seed)
-    body, _ = make_networks(spec.net, tuple(spec.image_shape), spec.latent_dim, spec.hidden)
+    body, _ = make_networks(net, tuple(spec.image_shape), spec.latent_dim, spec.hidden)
     net = Classifier(body, spec.condition_dim)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     g = torch.Generator().manual_seed(seed)
+    warp = RandomAffine() if augment else (lambda images: images)
     for _ in range(steps):
         opt.zero_grad()
-        nn.functional.cross_entropy(net(binarize(x, g)), y).backward()
+        nn.functional.cross_entropy(net(warp(binarize(x, g))), y).backward()
         opt.step()
     return net.eval()
 
@@ -57,13 +60,21 @@ def main(argv=None):
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--latent-dim", type=int, default=50)
-    parser.add_argument("--hidden", type=int, default=500)
+    parser.add_argument("--hidden", default="500", help="hidden widths, comma-separated (default 500)")
+    parser.add_argument("--aux-dim", type=int, default=0,
+                        help="auxiliary latent of the ADGM (Maaloe et al. 2016); 0: plain M2")
+    parser.add_argument("--classifier-net", choices=("mlp", "conv"), default="mlp",
+                        help="network of q(y|x) (and of the labelled-only baseline)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--aux-weight", type=float, default=None,
                         help="weight of log q(y|x) per labelled image (default Kingma et al.: 0.1 N / N_labelled)")
     parser.add_argument("--repeat", type=int, default=None, help="copies of each labelled image (default: about a "
                                                                  "tenth of the data)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="classification term (and baseline) on randomly rotated/scaled/shifted labelled images")
+    parser.add_argument("--labelled-scale", type=float, default=1.0,
+                        help="extra weight of the labelled images' ELBO (1: the objective J^alpha)")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the z sites' KL (default 1: the ELBO)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
@@ -71,7 +82,7 @@ def main(argv=None):
                         help="tiny sizes to prove the script runs: 2 epochs, 1,000 train images, 8 latents, 64 hidden")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.latent_dim, args.hidden = 2, 8, 64
+        args.epochs, args.latent_dim, args.hidden = 2, 8, "64"
         args.train_size = args.train_size or 1000
 
     data = load_bundled()
@@ -79,15 +90,19 @@ def main(argv=None):
     x_test = torch.as_tensor(binarize_fixed(data.test_x, seed=0))
     semi = semi_supervised_data(x_train, y_train, args.labels_per_class, seed=args.seed, repeat=args.repeat)
     aux = semi.aux_weight if args.aux_weight is None else args.aux_weight
-    spec = ModelSpec(data.image_shape, latent_dim=args.latent_dim, hidden=(args.hidden,), condition_dim=10)
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    spec = ModelSpec(data.image_shape, latent_dim=args.latent_dim, hidden=hidden, condition_dim=10)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo="enum", seed=args.seed,
                              beta=args.beta)
     print(f"M2 on {len(x_train)} MNIST-10k training images, {semi.num_labelled} labelled (x{semi.repeat} copies), "
-          f"aux weight {aux:g} per labelled image, beta {args.beta:g}; {args.latent_dim} latents, {args.hidden} hidden; "
+          f"aux weight {aux:g} per labelled image, labelled ELBO x{args.labelled_scale:g}, beta {args.beta:g}; "
+          f"{args.latent_dim} latents, {args.hidden} hidden, "
+          f"auxiliary latent {args.aux_dim}, {args.classifier_net} classifier, augment {args.augment}; "
           f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}", flush=True)
 
     torch.manual_seed(args.seed)
-    model = build_ssvae(spec, aux_weight=aux, labelled_weight=semi.labelled_weight)
+    model = build_ssvae(spec, aux_weight=aux, labelled_weight=semi.labelled_weight * args.labelled_scale,
+                        aux_dim=args.aux_dim, classifier_net=args.classifier_net, augment=args.augment)
     start = time.perf_counter()
     accs = []
     fit(model, semi.x, settings, train_y=semi.y, progress=False,
@@ -102,7 +117,8 @@ def main(argv=None):
     steps = args.epochs * int(np.ceil(len(semi.x) / args.batch_size))
     start = time.perf_counter()
     base = labelled_only(spec, x_train[known], semi.y[:len(x_train)][known], steps=min(steps, 2000), lr=args.lr,
-                         seed=args.seed)
+                         seed=args.seed, net=args.classifier_net,
+                         augment=args.augment)
     base_seconds = time.perf_counter() - start
     with torch.no_grad():
         base_acc = float((base(x_test).argmax(-1) == torch.as_tensor(data.test_y)).float().mean())

@@ -56,9 +56,10 @@ import torch
 from pyro.infer import config_enumerate
 from torch import nn
 
+from .augment import RandomAffine
 from .guides import make_guide
 from .likelihoods import make_likelihood
-from .nets import make_networks
+from .nets import ConditionedEncoder, _concat, condition_vector, make_networks
 from .priors import make_prior, sample_prior
 from .vae import ModelSpec
 
@@ -102,12 +103,20 @@ class SSVAE(nn.Module):
     :param aux_weight: weight of :math:`\\log q(y|x)` per labelled image (:math:`\\alpha / N_\\text{labelled}`).
     :param labelled_weight: weight of each copy of a labelled image (:math:`1/r` when the labelled
         images are repeated ``r`` times).
+    :param aux_guide: :math:`q(a \\mid x)` of the ADGM (see :func:`build_ssvae`); ``None`` for M2.
+    :param aux_model: :math:`p(a \\mid x, y, z)` of the ADGM, called with ``(x, [y; z])``.
+    :param augment: a random transform of images (e.g. :class:`~pyro_gen.augment.RandomAffine`)
+        applied to the labelled images of the classification term, which then scores
+        :math:`E_T[\\log q(y \\mid T(x))]`; the ELBO terms see the images as they are.
     """
 
     def __init__(self, classifier: nn.Module, guide: nn.Module, decoder: nn.Module, prior: nn.Module,
                  likelihood: nn.Module, num_classes: int, num_data: Optional[int] = None, kl_scale: float = 1.0,
-                 aux_weight: float = 0.0, labelled_weight: float = 1.0):
+                 aux_weight: float = 0.0, labelled_weight: float = 1.0, aux_guide: Optional[nn.Module] = None,
+                 aux_model: Optional[nn.Module] = None, augment: Optional[nn.Module] = None):
         super().__init__()
+        if (aux_guide is None) != (aux_model is None):
+            raise ValueError("an auxiliary latent needs both q(a|x) (aux_guide) and p(a|x,y,z) (aux_model)")
         if num_classes < 2:
             raise ValueError(f"the semi-supervised VAE needs at least 2 classes, got {num_classes}")
         self.classifier = classifier
@@ -120,6 +129,14 @@ class SSVAE(nn.Module):
         self.kl_scale = kl_scale
         self.aux_weight = float(aux_weight)
         self.labelled_weight = float(labelled_weight)
+        self.aux_guide = aux_guide
+        self.aux_model = aux_model
+        self.augment = augment
+
+    @property
+    def has_aux(self) -> bool:
+        """Whether the model has the auxiliary latent :math:`a` of the ADGM."""
+        return self.aux_guide is not None
 
     @property
     def latent_dim(self) -> int:
@@ -139,10 +156,25 @@ class SSVAE(nn.Module):
         known = y >= 0
         return (x[known], y[known]), x[~known]
 
+    def _side(self, y: torch.Tensor, a: Optional[torch.Tensor]):
+        """The side vector of :math:`q(z \\mid x, y)`: the label, joined with :math:`a` in the ADGM."""
+        return y if a is None else _concat(condition_vector(y, self.num_classes), a)
+
+    def _logits(self, x: torch.Tensor, a: Optional[torch.Tensor]) -> torch.Tensor:
+        """Logits of :math:`q(y \\mid x)`, or of :math:`q(y \\mid a, x)` in the ADGM."""
+        return self.classifier(x if a is None else (x, a))
+
+    def _sample_aux(self, name: str, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
+        """:math:`a \\sim p(a \\mid x, y, z)` in the model (the ADGM); ``None`` without an auxiliary latent."""
+        if not self.has_aux:
+            return None
+        return pyro.sample(name, self.aux_model((x, _concat(condition_vector(y, self.num_classes), z))))
+
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
-        """:math:`z \\sim p(z)`, :math:`y \\sim p(y)`, :math:`x \\sim p_\\theta(x \\mid y, z)`, with ``y``
-        observed where the batch's label ``y`` (shape ``(B,)``, ``-1`` = unknown) is known; the
-        labelled images also score :math:`\\log q(y|x)` with weight ``aux_weight``."""
+        """:math:`z \\sim p(z)`, :math:`y \\sim p(y)`, :math:`x \\sim p_\\theta(x \\mid y, z)` (and in the
+        ADGM :math:`a \\sim p(a \\mid x, y, z)`), with ``y`` observed where the batch's label ``y``
+        (shape ``(B,)``, ``-1`` = unknown) is known; the labelled images also score
+        :math:`\\log q(y|x)` (:math:`\\log q(y|a,x)` in the ADGM) with weight ``aux_weight``."""
         scale = self._data_scale(x.shape[0])
         (xl, yl), xu = self._split(x, y)
         if len(xl):
@@ -151,43 +183,53 @@ class SSVAE(nn.Module):
                     z = pyro.sample("z_labelled", self.prior())
                 pyro.sample("y_labelled", self._label_prior(x), obs=yl)
                 pyro.sample("x_labelled", self.likelihood(self.decoder(z, yl)), obs=xl)
+                a = self._sample_aux("a_labelled", xl, yl, z)
                 if self.aux_weight > 0:
+                    xa = xl if self.augment is None else self.augment(xl)
                     with poutine.scale(scale=self.aux_weight):
-                        pyro.sample("y_aux", dist.Categorical(logits=self.classifier(xl)), obs=yl)
+                        pyro.sample("y_aux", dist.Categorical(logits=self._logits(xa, a)), obs=yl)
         if len(xu):
             with pyro.plate("unlabelled", len(xu)), _scaled(scale):
                 with _scaled(self.kl_scale):
                     z = pyro.sample("z_unlabelled", self.prior())
                 yu = pyro.sample("y_unlabelled", self._label_prior(x))
                 pyro.sample("x_unlabelled", self.likelihood(self.decoder(z, yu)), obs=xu)
+                self._sample_aux("a_unlabelled", xu, yu, z)
 
     def _guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         scale = self._data_scale(x.shape[0])
         (xl, yl), xu = self._split(x, y)
         if len(xl):
             with pyro.plate("labelled", len(xl)), _scaled(scale * self.labelled_weight):
+                a = pyro.sample("a_labelled", self.aux_guide(xl)) if self.has_aux else None
                 with _scaled(self.kl_scale):
-                    pyro.sample("z_labelled", self.guide_net((xl, yl)))
+                    pyro.sample("z_labelled", self.guide_net((xl, self._side(yl, a))))
         if len(xu):
             with pyro.plate("unlabelled", len(xu)), _scaled(scale):
-                yu = pyro.sample("y_unlabelled", dist.Categorical(logits=self.classifier(xu)))
+                a = pyro.sample("a_unlabelled", self.aux_guide(xu)) if self.has_aux else None
+                yu = pyro.sample("y_unlabelled", dist.Categorical(logits=self._logits(xu, a)))
                 with _scaled(self.kl_scale):
-                    pyro.sample("z_unlabelled", self.guide_net((xu, yu)))
+                    pyro.sample("z_unlabelled", self.guide_net((xu, self._side(yu, a))))
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
-        """:math:`y \\sim q_\\phi(y \\mid x)` (enumerated in parallel) for the unlabelled images,
-        :math:`z \\sim q_\\phi(z \\mid x, y)` for all."""
+        """(ADGM: :math:`a \\sim q_\\phi(a \\mid x)`,) :math:`y \\sim q_\\phi(y \\mid x)` (:math:`q(y \\mid a, x)`;
+        enumerated in parallel) for the unlabelled images, :math:`z \\sim q_\\phi(z \\mid x, y)`
+        (:math:`q(z \\mid x, y, a)`) for all."""
         config_enumerate(self._guide, default="parallel")(x, y)
+
+    def _aux_mean(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        return self.aux_guide(x).mean if self.has_aux else None
 
     @torch.no_grad()
     def class_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`q(y \\mid x)`, shape ``(B, C)``."""
-        return torch.softmax(self.classifier(x), -1)
+        """:math:`q(y \\mid x)`, shape ``(B, C)``; in the ADGM :math:`q(y \\mid a, x)` at the mean of
+        :math:`q(a \\mid x)`."""
+        return torch.softmax(self._logits(x, self._aux_mean(x)), -1)
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """The most probable class under :math:`q(y|x)`, shape ``(B,)``."""
-        return self.classifier(x).argmax(-1)
+        """The most probable class under :meth:`class_probs`, shape ``(B,)``."""
+        return self._logits(x, self._aux_mean(x)).argmax(-1)
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -198,27 +240,37 @@ class SSVAE(nn.Module):
             \\log w_k = \\log p(y_k) + \\log p(z_k) + \\log p(x \\mid y_k, z_k)
             - \\log q(y_k \\mid x) - \\log q(z_k \\mid x, y_k),
 
-        or, given labels ``y`` (all known), those of :math:`p(x \\mid y)` with the proposal
-        :math:`q(z|x,y)`. Shape ``(K, B)``; their mean is an unbiased estimate of the ELBO
+        (in the ADGM with :math:`a_k \\sim q(a|x)` first, plus
+        :math:`\\log p(a_k \\mid x, y_k, z_k) - \\log q(a_k \\mid x)`, and :math:`q(y|a_k,x)`,
+        :math:`q(z|x,y_k,a_k)`), or, given labels ``y`` (all known), those of :math:`p(x \\mid y)`
+        without the class terms. Shape ``(K, B)``; their mean is an unbiased estimate of the ELBO
         :math:`\\mathcal{U}(x)` (of :math:`\\mathcal{L}(x,y) - \\log p(y)` given ``y``).
         """
         k, b = num_samples, x.shape[0]
+        qa = self.aux_guide(x) if self.has_aux else None
+        a = None if qa is None else qa.sample((k,))
         if y is None:
-            qy = dist.Categorical(logits=self.classifier(x))
-            ys = qy.sample((k,))
+            qy = dist.Categorical(logits=self._logits(x, a))
+            ys = qy.sample() if self.has_aux else qy.sample((k,))
             extra = self._label_prior(x).log_prob(ys) - qy.log_prob(ys)
         else:
             if y.numel() and int(y.min()) < 0:
                 raise ValueError("log_weights with labels needs every label known (no -1)")
             ys, extra = y.expand(k, b), 0.0
-        qz = self.guide_net((x, ys))
+        qz = self.guide_net((x, self._side(ys, a)))
         z = qz.sample()
-        return self.prior().log_prob(z) + self.likelihood(self.decoder(z, ys)).log_prob(x) - qz.log_prob(z) + extra
+        logw = self.prior().log_prob(z) + self.likelihood(self.decoder(z, ys)).log_prob(x) - qz.log_prob(z) + extra
+        if qa is not None:
+            pa = self.aux_model((x, _concat(condition_vector(ys, self.num_classes), z)))
+            logw = logw + pa.log_prob(a) - qa.log_prob(a)
+        return logw
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_samples: int = 256, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The mean of :math:`q(z \\mid x, y)`, with ``y`` the classifier's guess when not given."""
-        q = self.guide_net((x, self.classify(x) if y is None else y))
+        """The mean of :math:`q(z \\mid x, y)`, with ``y`` the classifier's guess when not given
+        (in the ADGM at the mean of :math:`q(a \\mid x)`)."""
+        a = self._aux_mean(x)
+        q = self.guide_net((x, self._side(self.classify(x) if y is None else y, a)))
         try:
             return q.mean
         except NotImplementedError:
@@ -244,26 +296,50 @@ class SSVAE(nn.Module):
 
 
 def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: float = 0.0,
-                labelled_weight: float = 1.0) -> SSVAE:
+                labelled_weight: float = 1.0, aux_dim: int = 0, classifier_net: Optional[str] = None,
+                augment: bool = False) -> SSVAE:
     """Build an :class:`SSVAE` from a :class:`~pyro_gen.vae.ModelSpec` whose ``condition_dim``
     is the number of classes: :math:`q(z|x,y)` and :math:`p(x|y,z)` are the spec's networks
-    conditioned on the one-hot class, :math:`q(y|x)` a second encoder body of the same kind with
-    a linear head.
+    conditioned on the one-hot class, :math:`q(y|x)` a second encoder body with a linear head.
+
+    With ``aux_dim > 0`` the model is the auxiliary deep generative model (ADGM) of Maaløe et al.
+    (2016): M2 with an auxiliary latent :math:`a` of that size, :math:`q(a|x)` (a diagonal Gaussian
+    on an encoder body), the classifier :math:`q(y|a,x)` and :math:`q(z|x,y,a)` see :math:`a` as a
+    side vector, and the model scores it with :math:`p(a|x,y,z)` (a diagonal Gaussian on an
+    encoder body of :math:`x` joined with :math:`[y; z]`). The generative model of :math:`x` is
+    M2's; :math:`a` makes :math:`q(y|x) = E_{q(a|x)}[q(y|a,x)]` a richer family.
 
     :param spec: the networks, likelihood, guide family and prior (the ``vamp`` prior is not
         available: its components would need a class).
     :param num_data: training-set size.
     :param aux_weight: see :class:`SSVAE`.
     :param labelled_weight: see :class:`SSVAE`.
+    :param aux_dim: size of the auxiliary latent :math:`a` (0: plain M2).
+    :param classifier_net: network kind of the classifier's body, ``"mlp"`` or ``"conv"``
+        (default: the spec's ``net``).
+    :param augment: train the classification term on randomly rotated, scaled and shifted
+        labelled images (:class:`~pyro_gen.augment.RandomAffine` with its defaults).
     """
-    shape = tuple(spec.image_shape)
-    encoder, decoder = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, condition_dim=spec.condition_dim)
-    body, _ = make_networks(spec.net, shape, spec.latent_dim, spec.hidden)
-    guide = make_guide(spec.guide, encoder, spec.latent_dim)
-    return SSVAE(classifier=Classifier(body, spec.condition_dim), guide=guide, decoder=decoder,
-                 prior=make_prior(spec.prior, spec.latent_dim), likelihood=make_likelihood(spec.likelihood),
-                 num_classes=spec.condition_dim, num_data=num_data, aux_weight=aux_weight,
-                 labelled_weight=labelled_weight)
+    if aux_dim < 0:
+        raise ValueError(f"aux_dim must be >= 0, got {aux_dim}")
+    shape, classes = tuple(spec.image_shape), spec.condition_dim
+
+    def nets(kind=spec.net, condition_dim=0):
+        return make_networks(kind, shape, spec.latent_dim, spec.hidden, condition_dim=condition_dim,
+                             activation=spec.activation)
+
+    encoder, decoder = nets(condition_dim=classes)
+    body = nets(classifier_net or spec.net)[0]
+    aux_guide = aux_model = None
+    if aux_dim:
+        encoder = nets(condition_dim=classes + aux_dim)[0]
+        body = ConditionedEncoder(body, aux_dim)
+        aux_guide = make_guide("diagonal", nets()[0], aux_dim)
+        aux_model = make_guide("diagonal", ConditionedEncoder(nets()[0], classes + spec.latent_dim), aux_dim)
+    return SSVAE(classifier=Classifier(body, classes), guide=make_guide(spec.guide, encoder, spec.latent_dim),
+                 decoder=decoder, prior=make_prior(spec.prior, spec.latent_dim),
+                 likelihood=make_likelihood(spec.likelihood), num_classes=classes, num_data=num_data, aux_weight=aux_weight, labelled_weight=labelled_weight,
+                 aux_guide=aux_guide, aux_model=aux_model, augment=RandomAffine() if augment else None)
 
 
 def semi_supervised_labels(y: np.ndarray, labels_per_class: int, seed: int = 0) -> np.ndarray:
