@@ -62,12 +62,13 @@ def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_r
 def build_model(spec: ModelSpec, config: dict):
     """The (untrained) model a run's configuration describes: a semi-supervised
     :class:`~pyro_gen.ssvae.SSVAE` when the config has an ``"ssvae"`` section (its
-    ``aux_weight`` and ``labelled_weight``), otherwise ``spec.build()``."""
+    ``aux_weight``, ``labelled_weight``, ``aux_dim`` and ``augment``), otherwise ``spec.build()``."""
     options = config.get("ssvae")
     if options is None:
         return spec.build()
     from .ssvae import build_ssvae
-    return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"])
+    return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"],
+                       aux_dim=options.get("aux_dim", 0), augment=options.get("augment", False))
 
 
 def read_config(run_dir) -> Tuple[Path, dict]:

@@ -100,12 +100,12 @@ def test_labelled_subset_is_balanced_seeded_and_true(mnist):
 
 def test_repeating_labelled_images_leaves_the_objective_unchanged(mnist):
     """With a point-mass guide the objective is deterministic: the whole data with each labelled
-    image repeated r = 4 times and weighted 1/4 has exactly the objective of the data without
+    image repeated r = 39 times and weighted 1/39 has exactly the objective of the data without
     repetition (so repetition only changes how often labelled images are visited)."""
     semi = semi_supervised_data(mnist.train_x[:2000], mnist.train_y[:2000], 5, seed=0)
-    assert (semi.repeat, semi.num_labelled, len(semi.x)) == (4, 50, 2150)  # round(1950 / (9 * 50)) = 4
-    assert semi.aux_weight == pytest.approx(0.1 * 2000 / 50) and semi.labelled_weight == 0.25
-    assert np.bincount(semi.y[semi.y >= 0], minlength=10).tolist() == [20] * 10
+    assert (semi.repeat, semi.num_labelled, len(semi.x)) == (39, 50, 3900)  # round(1950 / 50) = 39
+    assert semi.aux_weight == pytest.approx(10 * 2000 / 50) and semi.labelled_weight == pytest.approx(1 / 39)
+    assert np.bincount(semi.y[semi.y >= 0], minlength=10).tolist() == [195] * 10
 
     torch.manual_seed(0)
     m = build_ssvae(ModelSpec((1, 28, 28), latent_dim=2, hidden=(8,), condition_dim=10, guide="delta"),
@@ -130,6 +130,7 @@ def test_cli_ssvae_trains_evaluates_resumes_and_samples(tmp_path, small_npz, cap
     config = json.loads((run / "config.json").read_text())
     assert config["model_kind"] == "ssvae" and config["train"]["elbo"] == "enum"
     assert config["ssvae"]["num_labelled"] == 20 and config["model"]["condition_dim"] == 10
+    assert config["ssvae"]["augment"] is True and config["ssvae"]["aux_dim"] == 0  # the CLI defaults
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert 0 <= row["val_accuracy"] <= 1 and math.isfinite(row["val_elbo"])
     capsys.readouterr()
@@ -146,7 +147,8 @@ def test_cli_ssvae_trains_evaluates_resumes_and_samples(tmp_path, small_npz, cap
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--labels-per-class", "2"], "--labels-per-class is for --model ssvae"),
+    (["--labels-per-class", "2"], "--labels-per-class: this flag is for --model ssvae"),
+    (["--augment", "--aux-dim", "3"], "--augment, --aux-dim: these flags are for --model ssvae"),
     (["--model", "ssvae"], "needs --labels-per-class"),
     (["--model", "ssvae", "--labels-per-class", "100"], "fewer than"),
     (["--model", "ssvae", "--labels-per-class", "2", "--objective", "iwae:5"], "--objective"),
@@ -158,6 +160,26 @@ def test_cli_ssvae_bad_usage_exits_2_with_one_line(flags, message, tmp_path, sma
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_cli_ssvae_options_are_stored_and_rebuilt(tmp_path, small_npz, capsys):
+    """--aux-dim, --augment, --aux-weight and --labelled-repeat go into config.json, the reloaded
+    run has the ADGM and the augmentation, and --resume refuses to change them."""
+    run = tmp_path / "adgm"
+    argv = ["train", "--data", str(small_npz), "--out", str(run), "--model", "ssvae", "--labels-per-class", "2",
+            "--aux-dim", "3", "--augment", "--aux-weight", "100", "--labelled-repeat", "3", *TINY]
+    assert main(argv) == 0
+    opts = json.loads((run / "config.json").read_text())["ssvae"]
+    assert (opts["aux_dim"], opts["augment"], opts["aux_weight"], opts["repeat"]) == (3, True, 100.0, 3)
+    assert opts["labelled_weight"] == pytest.approx(1 / 3)
+    loaded = run_module.load_run(run)
+    assert loaded.vae.has_aux and loaded.vae.aux_guide(torch.zeros(1, 1, 28, 28)).event_shape == (3,)
+    assert loaded.vae.augment is not None and loaded.vae.aux_weight == 100.0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "5", "--draws", "2", "--json", "--quiet"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["test_accuracy"] <= 1
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--aux-dim", "5", "--quiet"]) == 2
+    assert "--aux-dim" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -52,6 +52,21 @@ GAN_FLAGS = [
                           "generator's weights that samples come from (default 0.999; 0: none)")),
 ]
 
+#: ``pyro-gen train --model ssvae`` flags: (flag, key of the config's "ssvae" section, argparse kwargs).
+SSVAE_FLAGS = [
+    ("--aux-weight", "aux_weight", dict(type=_nonnegative_float, metavar="W", help="--model ssvae: weight of the "
+                                        "classification term log q(y|x) per labelled image (default 10 N / N_labelled; "
+                                        "Kingma et al. used 0.1 N / N_labelled)")),
+    ("--labelled-repeat", "repeat", dict(type=_positive_int, metavar="R", help="--model ssvae: copies of each labelled "
+                                         "image per epoch, weighted 1/R so the objective is unchanged (default: half "
+                                         "of the data)")),
+    ("--augment", "augment", dict(action=argparse.BooleanOptionalAction, help="--model ssvae: train the "
+                                  "classification term on randomly rotated, scaled and shifted labelled images "
+                                  "(default: on)")),
+    ("--aux-dim", "aux_dim", dict(type=_nonnegative_int, metavar="N", help="--model ssvae: size of the auxiliary "
+                                  "latent a of the ADGM (Maaloe et al. 2016); 0: plain M2 (default)")),
+]
+
 #: ``pyro-gen train`` training flags: (flag, TrainSettings field, argparse kwargs).
 TRAIN_FLAGS = [
     ("--epochs", "epochs", dict(type=_positive_int, help="passes over the training data (default 100)")),
@@ -94,6 +109,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         train.add_argument(flag, **kw)
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",
                        help="--model ssvae: labelled training images kept per class (chosen with --seed)")
+    for flag, _, kw in SSVAE_FLAGS:
+        train.add_argument(flag, **kw)
     for flag, _, kw in MODEL_FLAGS + TRAIN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
@@ -118,8 +135,12 @@ def _model_kind(args, model_kw: dict) -> str:
 
 def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
     """Check the flags that depend on ``--model``; the semi-supervised VAE needs the enumerated ELBO."""
-    if args.labels_per_class is not None and model != "ssvae":
-        raise UsageError("--labels-per-class is for --model ssvae (the semi-supervised VAE)")
+    ssvae_flags = [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
+    if args.labels_per_class is not None:
+        ssvae_flags.insert(0, "--labels-per-class")
+    if ssvae_flags and model != "ssvae":
+        raise UsageError(f"{', '.join(ssvae_flags)}: {'this flag is' if len(ssvae_flags) == 1 else 'these flags are'} "
+                         "for --model ssvae (the semi-supervised VAE)")
     if model != "ssvae":
         return train_kw
     if args.labels_per_class is None:
@@ -145,11 +166,13 @@ def _condition_dim(model: str, ds, data_spec: str) -> int:
     return ds.num_classes
 
 
-def _ssvae_config(labels_per_class: int, ds, seed: int) -> dict:
+def _ssvae_config(labels_per_class: int, ds, seed: int, options: dict) -> dict:
+    """The config's ``"ssvae"`` section: the labelled subset and the ``SSVAE_FLAGS`` given (``options``)."""
     from ..ssvae import semi_supervised_data
-    semi = semi_supervised_data(ds.train_x, ds.train_y, labels_per_class, seed=seed)
+    semi = semi_supervised_data(ds.train_x, ds.train_y, labels_per_class, seed=seed, repeat=options.get("repeat"))
     return {"labels_per_class": labels_per_class, "num_labelled": semi.num_labelled, "repeat": semi.repeat,
-            "aux_weight": semi.aux_weight, "labelled_weight": semi.labelled_weight}
+            "aux_weight": options.get("aux_weight", semi.aux_weight), "labelled_weight": semi.labelled_weight,
+            "augment": bool(options.get("augment", True)), "aux_dim": int(options.get("aux_dim", 0))}
 
 
 def _fit_inputs(config: dict, ds, y_test):
@@ -201,6 +224,7 @@ def _cmd_train_gan(args) -> int:
     bad = ["--" + k.replace("_", "-") for k in _NOT_FOR_GAN if k in {**model_kw, **train_kw}]
     if args.labels_per_class is not None:
         bad.append("--labels-per-class")
+    bad += [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
     if bad:
         raise UsageError(f"--model gan cannot take {', '.join(bad)}: these configure the VAE's likelihood training")
     gan_kw = _explicit(args, GAN_FLAGS)
@@ -265,7 +289,8 @@ def cmd_train(args) -> int:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
         changed = [f for f, v in [("--data", args.data), ("--model", args.model), ("--data-root", args.data_root),
                                   ("--labels-per-class", args.labels_per_class)]
-                   if v is not None] + ["--" + k.replace("_", "-") for k in {**model_kw, **train_kw} if k != "epochs"]
+                   if v is not None] + ["--" + k.replace("_", "-") for k in {**model_kw, **train_kw} if k != "epochs"] \
+            + [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
         if changed:
             raise UsageError(f"--resume continues {args.out} as it was configured; it cannot change {', '.join(changed)}")
         # a run killed before its first epoch ended has no checkpoint yet: it starts again
@@ -286,7 +311,7 @@ def cmd_train(args) -> int:
         spec = ModelSpec(image_shape=ds.image_shape, condition_dim=_condition_dim(model, ds, data_spec), **model_kw)
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model)
         if model == "ssvae":
-            config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed)
+            config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed, _explicit(args, SSVAE_FLAGS))
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = build_model(spec, config)
     x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
