@@ -11,7 +11,7 @@ classifier network trained on the 100 labelled images alone (cross-entropy, Adam
 augmentation, as many full-batch steps as M2 took, at most 2,000), i.e. what the unlabelled
 images and the generative model add. Target: >= 90% accuracy.
 
-    python benchmarks/ssvae_accuracy.py                                   # 30 epochs (~6-10 min here)
+    python benchmarks/ssvae_accuracy.py                                   # 60 epochs (~12-20 min here)
     python benchmarks/ssvae_accuracy.py --beta 2                          # weaker z sites
     python benchmarks/ssvae_accuracy.py --no-augment --aux-weight 9 --repeat 10   # Kingma et al.'s M2
     python benchmarks/ssvae_accuracy.py --aux-dim 100                     # the ADGM (Maaloe et al. 2016)
@@ -63,7 +63,7 @@ def labelled_only(spec: ModelSpec, x: np.ndarray, y: np.ndarray, steps: int, lr:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels-per-class", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--hidden", default="500", help="hidden widths, comma-separated (default 500)")
     parser.add_argument("--aux-dim", type=int, default=0,

@@ -116,6 +116,10 @@ class SSVAE(nn.Module):
         :math:`E_T[\\log q(y \\mid T(x))]`; the ELBO terms see the images as they are.
     """
 
+    #: The labels are (partly observed) latent variables, not side information: training reports
+    #: the ELBO of :math:`\log p(x)` with them summed out (:func:`~pyro_gen.train.fit`).
+    labels_are_latent = True
+
     def __init__(self, classifier: nn.Module, guide: nn.Module, decoder: nn.Module, prior: nn.Module,
                  likelihood: nn.Module, num_classes: int, num_data: Optional[int] = None, kl_scale: float = 1.0,
                  aux_weight: float = 0.0, labelled_weight: float = 1.0, aux_guide: Optional[nn.Module] = None,

@@ -222,7 +222,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     per datum, averaged over the epoch's minibatches), ``kl_scale`` (its value at the epoch's last
     step) and ``train_elbo``: the same number when the objective is the ELBO with β = 1 throughout
     the epoch; otherwise the ELBO (β = 1) at the epoch's end on a fixed subset of at most
-    1,000 training images, so that runs with different objectives stay comparable.
+    1,000 training images, so that runs with different objectives stay comparable. A model whose
+    labels are latent variables (``labels_are_latent``, the semi-supervised VAE) always gets the
+    latter, with the labels summed out: the ELBO of :math:`\\log p(x)`, as its test ELBO.
     """
     rank, world = distributed.rank_world()
     torch.manual_seed(settings.seed + rank)  # the ELBO's draws differ between processes
@@ -240,6 +242,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32)
     y_all, y_val = _labels(train_y), _labels(val_y)
     x_probe = y_probe = None  # training images on which the ELBO is reported when it is not the objective
+    latent_labels = getattr(vae, "labels_are_latent", False)
     n = len(x_all)
     vae.num_data = n  # each process scales its share of the global batch to the data set
     # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
@@ -294,7 +297,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
             perm = torch.tensor(list(sampler))
-            total, exact = 0.0, settings.objective == "elbo" and not settings.free_bits
+            total, exact = 0.0, settings.objective == "elbo" and not settings.free_bits and not latent_labels
             for step in range(steps_per_epoch):
                 idx = perm[step * local_batch:(step + 1) * local_batch]
                 x, y = x_all[idx], None if y_all is None else y_all[idx]
@@ -319,14 +322,16 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 total += value * len(x)
                 bar.update(1)
                 if step % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, elbo=f"{-value:.2f}", refresh=False)
+                    bar.set_postfix({"epoch": epoch + 1, "elbo" if exact else "objective": f"{-value:.2f}"},
+                                    refresh=False)
             objective = -distributed.total(total, world) / n
             row = {"epoch": epoch + 1, "train_elbo": objective, "train_objective": objective,
                    "kl_scale": vae.kl_scale, "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0}
             if not exact:
                 if x_probe is None:
-                    x_probe, y_probe = _probe(x_all, y_all, vae.likelihood.binarize, settings.seed)
+                    x_probe, y_probe = _probe(x_all, None if latent_labels else y_all, vae.likelihood.binarize,
+                                              settings.seed)
                 vae.eval()
                 row["train_elbo"] = mean_elbo(vae, eval_elbo, x_probe, y_probe)
                 vae.train()
