@@ -76,7 +76,9 @@ def plot_history(history: List[dict], path, keys: Sequence[str] = ("train_elbo",
     """Curves of the given per-epoch metrics (nats per image) against the epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [row["epoch"] for row in history]
-    labels = {"train_elbo": "train ELBO (running, minibatches)", "val_elbo": "held-out ELBO"}
+    running = all(row.get("train_elbo") == row.get("train_objective", row.get("train_elbo")) for row in history)
+    labels = {"train_elbo": "train ELBO (running, minibatches)" if running else "train ELBO (training images, "
+              "end of epoch)", "val_elbo": "held-out ELBO"}
     for key in keys:
         values = [row.get(key) for row in history]
         if any(v is not None for v in values):
