@@ -142,6 +142,9 @@ MODEL_TRAINERS: Dict[str, Callable[..., _Trained]] = {
 
 def _loaded(run_dir, names: set) -> _Trained:
     run = load_any_run(run_dir)
+    if run.config["data"].get("condition") == "vectors":
+        raise RunError(f"{run.path}: a cvae conditioned on side vectors has no unconditional samples to compare "
+                       "(compare draws its samples without side information)")
     model = run.gan if isinstance(run, GANRun) else run.vae
     name, i = run.path.name or str(run.path), 2
     while name in names:
@@ -279,7 +282,6 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
         taken = [out / "comparison.json"] + [out / "runs" / m for m in models]
         if any(p.exists() for p in taken):
             raise ValueError(f"{out}: already holds a comparison (or its runs): choose another output folder")
-        out.mkdir(parents=True, exist_ok=True)
 
     loaded: List[_Trained] = []
     names: set = set(models)
@@ -295,6 +297,8 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
         shape = tuple(t.model.decoder.image_shape) if hasattr(t.model.decoder, "image_shape") else None
         if shape is not None and shape != tuple(ds.image_shape):
             raise RunError(f"{t.run_dir}: trained on images of shape {shape}, not the {tuple(ds.image_shape)} of {data}")
+    if out is not None:  # made once the runs and the data have loaded: a refused comparison leaves no folder
+        out.mkdir(parents=True, exist_ok=True)
 
     log(f"domain classifier for {data}")
     clf, info = domain_classifier(ds, classifier_cache, epochs=classifier_epochs, progress=progress)

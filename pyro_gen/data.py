@@ -57,13 +57,17 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """Images as float32 ``(N, C, H, W)`` arrays, with optional int64 labels of shape ``(N,)``."""
+    """Images as float32 ``(N, C, H, W)`` arrays, with optional int64 labels of shape ``(N,)``
+    and optional float32 side vectors of shape ``(N, D)`` (``train_c``, ``test_c``: what a
+    conditional VAE may be conditioned on instead of the labels)."""
 
     name: str
     train_x: np.ndarray
     test_x: np.ndarray
     train_y: Optional[np.ndarray]
     test_y: Optional[np.ndarray]
+    train_c: Optional[np.ndarray] = None
+    test_c: Optional[np.ndarray] = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -77,9 +81,15 @@ class Dataset:
         labels = [y for y in (self.train_y, self.test_y) if y is not None and y.size]
         return int(max(y.max() for y in labels)) + 1 if labels else None
 
+    @property
+    def side_dim(self) -> Optional[int]:
+        """:returns: D, the size of the side vectors, or ``None`` when there are none."""
+        return None if self.train_c is None else int(self.train_c.shape[1])
+
     def __repr__(self) -> str:
+        side = "" if self.side_dim is None else f", side_dim={self.side_dim}"
         return (f"Dataset(name={self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
-                f"image_shape={self.image_shape}, num_classes={self.num_classes})")
+                f"image_shape={self.image_shape}, num_classes={self.num_classes}{side})")
 
 
 def _check_file(path: Path) -> None:
@@ -139,11 +149,13 @@ def md5sum(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def _split(name: str, x: np.ndarray, y: Optional[np.ndarray]) -> Dataset:
-    """The protocol split: image ``i`` is a test image iff ``i % 10 == 0``."""
+def _split(name: str, x: np.ndarray, y: Optional[np.ndarray], c: Optional[np.ndarray] = None) -> Dataset:
+    """The protocol split: image ``i`` (with its label and side vector) is a test image iff ``i % 10 == 0``."""
     test = np.arange(len(x)) % 10 == 0
-    return Dataset(name, x[~test], x[test],
-                   None if y is None else y[~test], None if y is None else y[test])
+
+    def parts(a):
+        return (None, None) if a is None else (a[~test], a[test])
+    return Dataset(name, x[~test], x[test], *parts(y), *parts(c))
 
 
 def _mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -250,11 +262,11 @@ def download(name: str, root: Optional[PathLike] = None, progress: bool = True, 
     return root
 
 
-def _load_arrays(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Read (images, labels or None) from a .npz, .npy or IDX file."""
+def _load_arrays(path: Path) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Read (images, labels or None, side vectors or None) from a .npz, .npy or IDX file."""
     name = path.name.lower()
     if "idx" in name and not name.endswith((".npz", ".npy")):
-        return read_idx(path), None
+        return read_idx(path), None, None
     if not name.endswith((".npz", ".npy")):
         raise DataError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}: "
                         "expected .npz, .npy or an IDX file")
@@ -263,12 +275,12 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
         with open(path, "rb") as f:
             loaded = np.load(f, allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
-                return loaded, None
+                return loaded, None, None
             with loaded:
                 if "images" not in loaded.files:
                     raise DataError(f"{path}: no array named 'images' in .npz "
                                     f"(it has: {', '.join(loaded.files) or 'no arrays'})")
-                return loaded["images"], loaded["labels"] if "labels" in loaded.files else None
+                return tuple(loaded[k] if k in loaded.files else None for k in ("images", "labels", "condition"))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         if isinstance(e, DataError):
             raise
@@ -328,12 +340,31 @@ def _as_labels(path: Path, labels: np.ndarray, n: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _as_side_vectors(path: Path, c: np.ndarray, n: int) -> np.ndarray:
+    """Check side vectors: finite numbers, shape (n, D) or (n,) (then D = 1); float32 (n, D)."""
+    if c.ndim not in (1, 2) or len(c) != n or c.size == 0:
+        raise DataError(f"{path}: the 'condition' array must have shape ({n}, D) (one side vector per image), "
+                        f"got {c.shape}")
+    if c.dtype.kind not in "biuf":
+        raise DataError(f"{path}: the 'condition' array must hold numbers, got dtype {c.dtype}")
+    with np.errstate(over="ignore"):
+        c = c.astype(np.float32).reshape(n, -1)
+    bad = int(np.count_nonzero(~np.isfinite(c)))
+    if bad:
+        raise DataError(f"{path}: {bad} of {c.size} values of the 'condition' array are NaN or infinite "
+                        "(or too large for float32)")
+    return c
+
+
 def load_array_file(path: PathLike, likelihood: str = "bernoulli") -> Dataset:
-    """Load user images from ``.npz`` (arrays "images", optional "labels"), ``.npy`` or IDX.
+    """Load user images from ``.npz`` (arrays "images", optional "labels" and "condition"),
+    ``.npy`` or IDX.
 
     Images may be ``N x H x W`` (one channel), ``N x C x H x W`` or flat ``N x D``
     (shape ``(1, 1, D)``), of any size. uint8 (or integers in 0..255) are divided by 255;
     floats must lie in [0, 1] unless ``likelihood`` is a Gaussian one ("gaussian", "gaussian-learned").
+    "labels" are non-negative integers ``(N,)``; "condition" holds a side vector per image,
+    ``(N, D)`` numbers (``(N,)`` is read as D = 1), that a conditional VAE can be conditioned on.
     Split: ``i % 10 == 0`` is test.
 
     :param path: the file.
@@ -342,10 +373,11 @@ def load_array_file(path: PathLike, likelihood: str = "bernoulli") -> Dataset:
     :raises DataError: on any problem with the file or its contents.
     """
     path = Path(path)
-    images, labels = _load_arrays(path)
+    images, labels, side = _load_arrays(path)
     x = _as_images(path, images, likelihood)
     y = None if labels is None else _as_labels(path, labels, len(x))
-    return _split(str(path), x, y)
+    c = None if side is None else _as_side_vectors(path, side, len(x))
+    return _split(str(path), x, y, c)
 
 
 def load_data(spec: str, likelihood: str = "bernoulli", root: Optional[PathLike] = None) -> Dataset:

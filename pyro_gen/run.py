@@ -20,7 +20,12 @@ from .data import Dataset, binarize_fixed, load_data
 from .train import TrainSettings
 from .vae import VAE, ModelSpec
 
-__all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model"]
+__all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model",
+           "conditions", "CONDITION_SOURCES"]
+
+#: What a conditional VAE run (``model_kind`` "cvae") is conditioned on, as ``config["data"]["condition"]``:
+#: the data's labels (one-hot) or its side vectors (the "condition" array of a .npz file).
+CONDITION_SOURCES = ("labels", "vectors")
 
 
 @dataclass
@@ -51,12 +56,45 @@ def run_data(config: dict, spec: ModelSpec, data_spec: Optional[str] = None) -> 
 
 
 def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_root=None,
-                model_kind: str = "vae") -> dict:
-    """The content of ``config.json``."""
+                model_kind: str = "vae", condition: Optional[str] = None) -> dict:
+    """The content of ``config.json``; ``condition`` (one of :data:`CONDITION_SOURCES`) says what a
+    conditional model is conditioned on."""
     from dataclasses import asdict
+    data = {"spec": data_spec, "root": None if data_root is None else str(data_root)}
+    if condition is not None:
+        if condition not in CONDITION_SOURCES:
+            raise ValueError(f"condition must be one of {', '.join(CONDITION_SOURCES)}, got {condition!r}")
+        data["condition"] = condition
     return {"format_version": FORMAT_VERSION, "pyro_gen_version": __version__, "model_kind": model_kind,
-            "model": spec.to_dict(), "train": asdict(settings),
-            "data": {"spec": data_spec, "root": None if data_root is None else str(data_root)}}
+            "model": spec.to_dict(), "train": asdict(settings), "data": data}
+
+
+def conditions(config: dict, ds: Dataset) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(train, test)``: what a conditional run (``model_kind`` "cvae") is given with each image
+    of ``ds``, its labels or its side vectors (``config["data"]["condition"]``, labels when absent);
+    ``(None, None)`` for any other run.
+
+    :raises RunError: if ``ds`` has no such labels or side vectors, or they do not fit the model.
+    """
+    if config.get("model_kind") != "cvae":
+        return None, None
+    source, dim = config["data"].get("condition", "labels"), config["model"]["condition_dim"]
+    name = ds.name
+    if source == "vectors":
+        if ds.side_dim is None:
+            raise RunError(f"{name}: this run is conditioned on side vectors, and the data has none "
+                           "(a .npz file needs a 'condition' array)")
+        if ds.side_dim != dim:
+            raise RunError(f"{name}: side vectors of size {ds.side_dim} do not fit this run, which is "
+                           f"conditioned on side vectors of size {dim}")
+        return ds.train_c, ds.test_c
+    if ds.train_y is None or ds.test_y is None:
+        raise RunError(f"{name}: this run is conditioned on labels, and the data has none "
+                       "(a .npz file needs a 'labels' array)")
+    if ds.num_classes > dim:
+        raise RunError(f"{name}: labels up to {ds.num_classes - 1} do not fit this run, which has classes "
+                       f"0 to {dim - 1}")
+    return ds.train_y, ds.test_y
 
 
 def build_model(spec: ModelSpec, config: dict):

@@ -203,6 +203,23 @@ def test_npz_uint8_nhw_any_size_with_labels(tmp_path):
     assert ds.train_y.dtype == np.int64 and ds.num_classes == 4
 
 
+def test_npz_side_vectors_split_with_their_images(tmp_path):
+    """A .npz "condition" array gives float32 side vectors (N, D), split like the images; (N,) is D = 1."""
+    images = np.random.default_rng(0).integers(0, 256, size=(23, 4, 4), dtype=np.uint8)
+    side = np.arange(46, dtype=np.int64).reshape(23, 2)
+    np.savez(tmp_path / "side.npz", images=images, condition=side)
+    ds = data.load_array_file(tmp_path / "side.npz")
+    assert ds.side_dim == 2 and ds.train_c.dtype == np.float32 and ds.train_y is None
+    np.testing.assert_array_equal(ds.test_c, side[::10].astype(np.float32))
+    np.testing.assert_array_equal(ds.train_c[:2], side[[1, 2]].astype(np.float32))
+    assert ds.train_c.shape == (20, 2) and ds.test_c.shape == (3, 2)
+    np.savez(tmp_path / "one.npz", images=images, labels=np.arange(23) % 3, condition=np.linspace(0, 1, 23))
+    ds = data.load_array_file(tmp_path / "one.npz")
+    assert ds.side_dim == 1 and ds.num_classes == 3 and ds.test_c.shape == (3, 1)
+    np.testing.assert_allclose(ds.test_c[:, 0], np.linspace(0, 1, 23)[::10].astype(np.float32))
+    assert data.load_array_file(tmp_path / "side.npz").side_dim == 2 and data.load_bundled().side_dim is None
+
+
 def test_npy_float_nchw_and_flat(tmp_path):
     x = np.random.default_rng(1).random((12, 3, 8, 5))
     path = tmp_path / "rgb.npy"
@@ -248,6 +265,14 @@ BAD_ARRAY_CASES = {
                         ["labels must be integers"]),
     "neg_labels.npz": (lambda p: np.savez(p, images=np.zeros((5, 2, 2)), labels=np.array([0, 1, -2, 0, 1])),
                        ["non-negative", "-2"]),
+    "short_condition.npz": (lambda p: np.savez(p, images=np.zeros((5, 2, 2)), condition=np.zeros((4, 2))),
+                            ["'condition' array must have shape (5, D)", "(4, 2)"]),
+    "rank3_condition.npz": (lambda p: np.savez(p, images=np.zeros((5, 2, 2)), condition=np.zeros((5, 2, 2))),
+                            ["'condition' array must have shape (5, D)", "(5, 2, 2)"]),
+    "text_condition.npz": (lambda p: np.savez(p, images=np.zeros((5, 2, 2)), condition=np.array(list("abcde"))),
+                           ["'condition' array must hold numbers", "<U1"]),
+    "nan_condition.npz": (lambda p: np.savez(p, images=np.zeros((5, 2, 2)), condition=np.array([0, np.nan, 1, 2, np.inf])),
+                          ["2 of 5 values of the 'condition' array are NaN or infinite"]),
     "nan.npy": (lambda p: np.save(p, np.array([[np.nan, 0.5], [np.inf, np.nan]])), ["3 of 4 values are NaN or infinite"]),
     "range.npy": (lambda p: np.save(p, np.array([[0.0, 2.0], [-0.5, 1.0]])),
                   ["out of range for the bernoulli likelihood", "min -0.5", "max 2"]),

@@ -36,21 +36,33 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("-o", "--output", type=Path, required=True, help="FILE.png (a grid) or FILE.npy (N x C x H x W)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--label", type=int, help="draw images of this class only (a cvae or ssvae run)")
+    sm.add_argument("--condition", type=_side_vector, metavar="V1,...,VD",
+                    help="draw images given this side vector (a cvae run conditioned on side vectors)")
+
+
+def _side_vector(text: str) -> torch.Tensor:
+    """``"0.5,1,-2"`` -> a float tensor of finite numbers."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers separated by commas, got {text!r}")
+    return torch.tensor(values, dtype=torch.get_default_dtype())
 
 
 def cmd_evaluate(args) -> int:
     from ..evaluate import elbo_per_datum, importance_log_likelihood
-    from ..run import load_run, split_tensor
+    from ..run import conditions, load_run, split_tensor
 
     run = load_run(args.run_dir)
     ds = run.load_data(args.data)
     x_test, y_test = split_tensor(ds, run.vae.likelihood.binarize)
-    y_cond = None
-    if getattr(run.vae, "condition_dim", 0) or hasattr(run.vae, "classify"):
-        if y_test is None:
-            raise UsageError(f"this {run.config['model_kind']} run needs test labels, and "
-                             f"{args.data or run.config['data']['spec']} has none")
-        y_cond = torch.as_tensor(y_test) if getattr(run.vae, "condition_dim", 0) else None
+    if hasattr(run.vae, "classify") and y_test is None:
+        raise UsageError(f"this {run.config['model_kind']} run needs test labels, and "
+                         f"{args.data or run.config['data']['spec']} has none")
+    c_test = conditions(run.config, ds)[1]  # the labels or side vectors a cvae is given
+    y_cond = None if c_test is None else torch.as_tensor(c_test)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     test_elbo = float(elbo_per_datum(run.vae, x_test, num_draws=args.draws, y=y_cond).mean())
@@ -61,7 +73,8 @@ def cmd_evaluate(args) -> int:
     result = {"test_elbo": test_elbo, "test_nll": nll, "k": args.k, "draws": args.draws, "n_test": len(x_test),
               "data": args.data or run.config["data"]["spec"], "seconds": time.perf_counter() - t0}
     if y_cond is not None:
-        result["conditional"] = "ELBO and NLL are of log p(x | y), given the test labels"
+        given = "side vectors" if run.config["data"].get("condition") == "vectors" else "labels"
+        result["conditional"] = f"ELBO and NLL are of log p(x | y), given the test {given}"
     if hasattr(run.vae, "classify"):
         from ..ssvae import accuracy
         result["test_accuracy"] = accuracy(run.vae, x_test, y_test)
@@ -73,6 +86,8 @@ def cmd_evaluate(args) -> int:
         print(f"test ELBO {test_elbo:.2f} nats/image ({args.draws} draws, {len(x_test)} test images)")
         print(f"test NLL  {nll:.2f} nats/image (importance sampled, K={args.k})" if nll is not None
               else "test NLL  n/a: " + result["note"])
+        if "conditional" in result:
+            print(result["conditional"])
         if "test_accuracy" in result:
             print(f"test accuracy {result['test_accuracy']:.4f} (most probable class under q(y|x))")
     return 0
@@ -91,14 +106,28 @@ def cmd_sample(args) -> int:
     run = load_any_run(args.run_dir)  # a VAE-family run or a GAN run
     model = run.gan if run.config.get("model_kind") == "gan" else run.vae
     y = None
+    kind = run.config.get("model_kind", "vae")
+    on_vectors = run.config["data"].get("condition") == "vectors"
     if args.label is not None:
         classes = getattr(model, "num_classes", None) or getattr(model, "condition_dim", 0)
-        if not classes:
-            raise UsageError(f"--label needs a conditional run (--model cvae or ssvae); {args.run_dir} is a "
-                             f"{run.config.get('model_kind', 'vae')}")
+        if not classes or on_vectors:
+            raise UsageError(f"--label needs a conditional run on labels (--model cvae or ssvae); {args.run_dir} is a "
+                             f"{kind}" + (" conditioned on side vectors: use --condition" if on_vectors else ""))
         if not 0 <= args.label < classes:
             raise UsageError(f"--label {args.label} is out of range: this run has classes 0 to {classes - 1}")
         y = torch.full((args.n,), args.label, dtype=torch.long)
+    elif args.condition is not None:
+        if not on_vectors:
+            raise UsageError(f"--condition needs a cvae run conditioned on side vectors; {args.run_dir} is a {kind}"
+                             + (" conditioned on labels: use --label" if kind in ("cvae", "ssvae") else ""))
+        if len(args.condition) != model.condition_dim:
+            raise UsageError(f"--condition has {len(args.condition)} numbers; this run's side vectors have "
+                             f"{model.condition_dim}")
+        y = args.condition.expand(args.n, -1)
+    elif on_vectors:
+        dim = model.condition_dim
+        raise UsageError(f"{args.run_dir} is conditioned on side vectors of size {dim}: give one with --condition "
+                         + ("V" if dim == 1 else "V1,V2" if dim == 2 else f"V1,...,V{dim}"))
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), y=y).numpy()
     if suffix == ".png":
         plot_images(images, args.output, title=f"{args.n} samples from {args.run_dir}")

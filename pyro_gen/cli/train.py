@@ -103,7 +103,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", help="mnist-10k (bundled, default), mnist, fashion-mnist, or a .npz/.npy file")
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
     train.add_argument("--model", choices=list(MODELS) + ["gan"], help="vae (default), ae (deterministic autoencoder), cvae "
-                       "(conditioned on the labels), ssvae (semi-supervised M2; with --labels-per-class) or gan "
+                       "(conditioned on the labels, or on the side vectors of a .npz file's 'condition' array), ssvae (semi-supervised M2; with --labels-per-class) or gan "
                        "(the decoder network trained as a GAN generator, on grey-level images; see --gan-loss)")
     for flag, _, kw in GAN_FLAGS:
         train.add_argument(flag, **kw)
@@ -157,13 +157,18 @@ def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
     return {**train_kw, "elbo": "enum"}
 
 
-def _condition_dim(model: str, ds, data_spec: str) -> int:
-    """The number of classes for a model that needs labels, else 0."""
+def _condition(model: str, ds, data_spec: str):
+    """``(condition_dim, source)``: a cvae is conditioned on the data's side vectors when it has
+    them (``"vectors"``), else on its labels; an ssvae infers the labels; other models ``(0, None)``."""
     if model not in LABELLED_MODELS:
-        return 0
+        return 0, None
+    if model == "cvae" and ds.side_dim is not None:
+        return ds.side_dim, "vectors"
     if ds.train_y is None or ds.test_y is None:
-        raise UsageError(f"--model {model} needs labels, and {data_spec} has none (a .npz file needs a 'labels' array)")
-    return ds.num_classes
+        what = "labels or side vectors" if model == "cvae" else "labels"
+        arrays = "a 'labels' or a 'condition' array" if model == "cvae" else "a 'labels' array"
+        raise UsageError(f"--model {model} needs {what}, and {data_spec} has none (a .npz file needs {arrays})")
+    return ds.num_classes, ("labels" if model == "cvae" else None)
 
 
 def _ssvae_config(labels_per_class: int, ds, seed: int, options: dict) -> dict:
@@ -175,12 +180,13 @@ def _ssvae_config(labels_per_class: int, ds, seed: int, options: dict) -> dict:
             "augment": bool(options.get("augment", True)), "aux_dim": int(options.get("aux_dim", 0))}
 
 
-def _fit_inputs(config: dict, ds, y_test):
-    """``(train_x, train_y, val_y)`` for :func:`~pyro_gen.train.fit`: labels condition a cvae;
-    an ssvae trains on its semi-supervised data (unknown labels -1, labelled images repeated)."""
+def _fit_inputs(config: dict, ds, c_train, c_test):
+    """``(train_x, train_y, val_y)`` for :func:`~pyro_gen.train.fit`: a cvae is given its labels or
+    side vectors ``c_train``, ``c_test``; an ssvae trains on its semi-supervised data (unknown
+    labels -1, labelled images repeated)."""
     kind = config["model_kind"]
     if kind == "cvae":
-        return ds.train_x, ds.train_y, y_test
+        return ds.train_x, c_train, c_test
     if kind == "ssvae":
         from ..ssvae import semi_supervised_data
         opts = config["ssvae"]
@@ -271,7 +277,7 @@ def _cmd_train_gan(args) -> int:
 def cmd_train(args) -> int:
     from ..evaluate import elbo_per_datum
     from ..plots import plot_history, plot_images, plot_reconstructions
-    from ..run import build_model, load_run, make_config, split_tensor
+    from ..run import build_model, conditions, load_run, make_config, split_tensor
     from ..train import fit
     from ..vae import ModelSpec
 
@@ -308,14 +314,16 @@ def cmd_train(args) -> int:
     likelihood = model_kw.get("likelihood", "bernoulli") if not args.resume else spec.likelihood
     ds = (run.load_data() if args.resume else load_data(data_spec, likelihood=likelihood, root=args.data_root))
     if not args.resume:
-        spec = ModelSpec(image_shape=ds.image_shape, condition_dim=_condition_dim(model, ds, data_spec), **model_kw)
-        config = make_config(spec, settings, data_spec, args.data_root, model_kind=model)
+        condition_dim, condition = _condition(model, ds, data_spec)
+        spec = ModelSpec(image_shape=ds.image_shape, condition_dim=condition_dim, **model_kw)
+        config = make_config(spec, settings, data_spec, args.data_root, model_kind=model, condition=condition)
         if model == "ssvae":
             config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed, _explicit(args, SSVAE_FLAGS))
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = build_model(spec, config)
     x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
-    y_cond = torch.as_tensor(y_test) if getattr(vae, "condition_dim", 0) else None  # labels a cvae is given
+    c_train, c_test = conditions(config, ds)  # the labels or side vectors a cvae is given
+    y_cond = None if c_test is None else torch.as_tensor(c_test)
     if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
         from ..objectives import check_analytic_kl
         check_analytic_kl(vae.model, vae.guide, x_test[:2], *(() if y_cond is None else (y_cond[:2],)))
@@ -331,12 +339,14 @@ def cmd_train(args) -> int:
         write_json(run_dir / CONFIG, config)
     distributed.barrier()
     if distributed.is_main():
+        given = (f", conditioned on side vectors of size {spec.condition_dim}"
+                 if config["data"].get("condition") == "vectors" else "")
         print(f"training a {config['model_kind']} on {config['data']['spec']} ({len(ds.train_x)} train / "
-              f"{len(ds.test_x)} test images of shape {ds.image_shape}) for {settings.epochs} epochs -> {run_dir}"
+              f"{len(ds.test_x)} test images of shape {ds.image_shape}{given}) for {settings.epochs} epochs -> {run_dir}"
               + (f" on {distributed.rank_world()[1]} processes" if distributed.rank_world()[1] > 1 else ""),
               file=sys.stderr)
     t0 = time.perf_counter()
-    train_x, train_y, val_y = _fit_inputs(config, ds, y_test)
+    train_x, train_y, val_y = _fit_inputs(config, ds, c_train, c_test)
     result = fit(vae, train_x, settings, train_y=train_y, val_y=val_y,
                  val_x=x_test.numpy() if settings.patience is None else None,
                  run_dir=run_dir, resume=args.resume and (run_dir / CHECKPOINT).exists(), progress=not args.quiet,
@@ -351,7 +361,9 @@ def cmd_train(args) -> int:
     plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], y=y_rec).numpy(),
                          run_dir / "reconstructions.png")
     gen = torch.Generator().manual_seed(settings.seed)
-    plot_images(vae.sample(100, generator=gen).numpy(), run_dir / "samples.png", title="Samples (mean images of z ~ p(z))")
+    side = None if config["data"].get("condition") != "vectors" else y_cond[torch.arange(100) % len(y_cond)]
+    title = "Samples (mean images of z ~ p(z)" + (", given the test side vectors)" if side is not None else ")")
+    plot_images(vae.sample(100, generator=gen, y=side).numpy(), run_dir / "samples.png", title=title)
     summary = {"test_elbo": test_elbo, "train_seconds": seconds, "epochs": len(result.history),
                "stopped_early": result.stopped_early}
     if hasattr(vae, "classify"):
