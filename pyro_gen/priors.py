@@ -104,20 +104,71 @@ class MixtureOfGaussians(nn.Module):
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
 
 
+def _shared(t: torch.Tensor, event_dims: int) -> Optional[torch.Tensor]:
+    """``t`` without its leading batch dimensions when they only broadcast one set of values
+    (size 1 or stride 0, as ``Distribution.expand`` leaves them), else ``None``."""
+    lead = t.dim() - event_dims
+    if lead < 0 or any(n != 1 and st != 0 for n, st in zip(t.shape[:lead], t.stride()[:lead])):
+        return None
+    return t[(0,) * lead]
+
+
+def _shared_diagonal_normals(mix: dist.MixtureSameFamily):
+    """``(logits (K,), loc (K, D), scale (K, D))`` when the mixture's components are diagonal
+    Gaussians and every batch element has the same mixture (one set of ``K`` components, maybe
+    expanded to a batch shape by a plate), else ``None``."""
+    comp = mix.component_distribution
+    if not (isinstance(comp, dist.Independent) and comp.reinterpreted_batch_ndims == 1
+            and type(comp.base_dist) is dist.Normal):
+        return None
+    parts = (_shared(mix.mixture_distribution.logits, 1), _shared(comp.base_dist.loc, 2),
+             _shared(comp.base_dist.scale, 2))
+    return None if any(p is None for p in parts) else parts
+
+
+def diagonal_normal_log_prob_matrix(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """:math:`\log \mathcal{N}(z_n; \mu_k, \mathrm{diag}\,\sigma_k^2)` for every row ``z_n`` of
+    ``z (N, D)`` and every component ``k`` of ``loc, scale (K, D)``, shape ``(N, K)``, by expanding
+    the square,
+
+    .. math::
+
+        \sum_d \frac{(z_d - \mu_{kd})^2}{\sigma_{kd}^2}
+        = \sum_d z_d^2 a_{kd} - 2 \sum_d z_d\,\mu_{kd} a_{kd} + \sum_d \mu_{kd}^2 a_{kd},
+        \qquad a_{kd} = \sigma_{kd}^{-2},
+
+    two ``(N, D) x (D, K)`` matrix products instead of an ``(N, K, D)`` tensor (computed in
+    float64: the expanded square cancels digits that float32 does not have).
+    """
+    z64, loc64, scale64 = z.double(), loc.double(), scale.double()
+    a = scale64.pow(-2)
+    quad = z64.pow(2) @ a.T - 2 * z64 @ (loc64 * a).T + (loc64.pow(2) * a).sum(-1)
+    norm = scale64.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    return (-0.5 * quad - norm).to(z.dtype)
+
+
 class UniformMixture(dist.MixtureSameFamily):
     """A :class:`~pyro.distributions.MixtureSameFamily` whose ``log_prob`` expands ``z`` over the
     components explicitly, ``(..., D) -> (..., K, D)``, instead of broadcasting a singleton
     component dimension. That lets components whose ``log_prob`` does not broadcast (e.g. a flow
-    conditioned on one context per component) be mixed. Used by :class:`VampPrior`.
+    conditioned on one context per component) be mixed. Diagonal Gaussian components (the
+    :class:`VampPrior` of a diagonal guide) take a faster exact path,
+    :func:`diagonal_normal_log_prob_matrix`. Used by :class:`VampPrior`.
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
+        shared = _shared_diagonal_normals(self)
+        if shared is not None:
+            logits, loc, scale = shared
+            log_comp = diagonal_normal_log_prob_matrix(value.reshape(-1, value.shape[-1]), loc, scale)
+            log_p = torch.logsumexp(log_comp + torch.log_softmax(logits, -1), dim=-1).reshape(value.shape[:-1])
+            return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
         k = self.mixture_distribution.logits.shape[-1]
+        log_mix = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
         x = value.unsqueeze(-1 - self._event_ndims)
         x = x.expand(x.shape[:-1 - self._event_ndims] + (k,) + self.event_shape)
-        log_mix = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
         return torch.logsumexp(self.component_distribution.log_prob(x) + log_mix, dim=-1)
 
 
