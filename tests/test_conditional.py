@@ -248,6 +248,8 @@ def test_cli_side_vector_errors_exit_2_with_one_line(tmp_path, small_npz, capsys
     assert main(["train", "--data", str(small_npz), "--out", str(labelled), "--model", "cvae", *TINY]) == 0
     assert main(["train", "--data", str(side_npz), "--out", str(plain), *TINY]) == 0  # a vae ignores them
     assert "condition" not in json.loads((plain / "config.json").read_text())["data"]
+    assert main(["train", "--out", str(side), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert len((side / "metrics.jsonl").read_text().splitlines()) == 2
     out = tmp_path / "s.npy"
     assert main(["sample", str(side), "-n", "3", "--condition", "0.1,0.5,2", "-o", str(out)]) == 0
     assert np.load(out).shape == (3, 1, 28, 28)

@@ -103,8 +103,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", help="mnist-10k (bundled, default), mnist, fashion-mnist, or a .npz/.npy file")
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
     train.add_argument("--model", choices=list(MODELS) + ["gan"], help="vae (default), ae (deterministic autoencoder), cvae "
-                       "(conditioned on the labels, or on the side vectors of a .npz file's 'condition' array), ssvae (semi-supervised M2; with --labels-per-class) or gan "
-                       "(the decoder network trained as a GAN generator, on grey-level images; see --gan-loss)")
+                       "(conditioned on the labels, or on the side vectors of a .npz file's 'condition' array), ssvae "
+                       "(semi-supervised M2; with --labels-per-class) or gan (the decoder network trained as a GAN "
+                       "generator, on grey-level images; see --gan-loss)")
     for flag, _, kw in GAN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",

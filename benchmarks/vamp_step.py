@@ -1,0 +1,105 @@
+"""Training-step time of a VAE with the VampPrior: the mixture's log-density by matrix products
+(:func:`pyro_gen.priors.diagonal_normal_log_prob_matrix`, what ``VampPrior`` uses with a diagonal
+guide) against the generic path that expands every code over the K components into an
+``(N, K, D)`` tensor (the baseline: the same model with the matrix path switched off).
+
+Both sides run the same model, minibatch and optimizer; their steps are interleaved in blocks so
+that machine noise hits both alike, and the figure is the median over blocks of the per-block
+time ratio. One thread (``OMP_NUM_THREADS=1`` or ``--threads``). The standard-normal prior's step
+is timed in the same run for scale.
+
+    python benchmarks/vamp_step.py                          # K = 100, 500; ELBO and IWAE (K=5)
+    python benchmarks/vamp_step.py --components 500 --objectives iwae:5 --blocks 5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyro_gen import priors  # noqa: E402
+from pyro_gen.data import load_bundled  # noqa: E402
+from pyro_gen.objectives import make_objective, training_loss  # noqa: E402
+from pyro_gen.train import TrainSettings, make_optimizer  # noqa: E402
+from pyro_gen.vae import ModelSpec  # noqa: E402
+
+
+@contextmanager
+def generic_path():
+    """The VampPrior's log-density by the expanded ``(N, K, D)`` tensor (the matrix path off)."""
+    saved = priors._shared_diagonal_normals
+    priors._shared_diagonal_normals = lambda mixture: None
+    try:
+        yield
+    finally:
+        priors._shared_diagonal_normals = saved
+
+
+def stepper(prior: str, objective: str, x: torch.Tensor, seed: int = 0):
+    """A function running one training step (loss, backward, optimizer) of a fresh model."""
+    torch.manual_seed(seed)
+    vae = ModelSpec((1, 28, 28), prior=prior).build()
+    vae.num_data = 9000
+    elbo = make_objective(objective, "meanfield")
+    opt = make_optimizer(vae.parameters(), TrainSettings())
+
+    def step():
+        opt.zero_grad()
+        training_loss(elbo, vae, x).backward()
+        opt.step()
+    return step
+
+
+def seconds(step, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--components", type=int, nargs="+", default=[100, 500], help="K pseudo-inputs")
+    parser.add_argument("--objectives", nargs="+", default=["elbo", "iwae:5"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--blocks", type=int, default=7, help="interleaved blocks (the median is reported)")
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    x = torch.bernoulli(torch.as_tensor(load_bundled().train_x[:args.batch]), generator=torch.Generator().manual_seed(0))
+
+    print(f"one training step, batch {args.batch}, 784-400-32 MLPs, diagonal guide, {args.threads} thread(s); "
+          f"median of {args.blocks} interleaved blocks of {args.steps} steps")
+    print(f"{'prior':<10} {'objective':<9} {'standard ms':>11} {'generic ms':>11} {'matrix ms':>10} "
+          f"{'generic/matrix':>15}")
+    for objective in args.objectives:
+        standard = stepper("standard", objective, x)
+        for k in args.components:
+            ours = stepper(f"vamp:{k}", objective, x)
+            base = stepper(f"vamp:{k}", objective, x)
+            with generic_path():
+                base()  # warm-up
+            ours(), standard()
+            rows = []
+            for _ in range(args.blocks):
+                with generic_path():
+                    b = seconds(base, args.steps)
+                o = seconds(ours, args.steps)
+                s = seconds(standard, args.steps)
+                rows.append((s, b, o))
+            s, b, o = (statistics.median(r[i] for r in rows) for i in range(3))
+            ratio = statistics.median(r[1] / r[2] for r in rows)
+            print(f"{'vamp:' + str(k):<10} {objective:<9} {1e3 * s:>11.1f} {1e3 * b:>11.1f} {1e3 * o:>10.1f} "
+                  f"{ratio:>14.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
