@@ -127,15 +127,15 @@ def _shared_diagonal_normals(mix: dist.MixtureSameFamily):
 
 
 def diagonal_normal_log_prob_matrix(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """:math:`\log \mathcal{N}(z_n; \mu_k, \mathrm{diag}\,\sigma_k^2)` for every row ``z_n`` of
+    """:math:`\\log \\mathcal{N}(z_n; \\mu_k, \\mathrm{diag}\\,\\sigma_k^2)` for every row ``z_n`` of
     ``z (N, D)`` and every component ``k`` of ``loc, scale (K, D)``, shape ``(N, K)``, by expanding
     the square,
 
     .. math::
 
-        \sum_d \frac{(z_d - \mu_{kd})^2}{\sigma_{kd}^2}
-        = \sum_d z_d^2 a_{kd} - 2 \sum_d z_d\,\mu_{kd} a_{kd} + \sum_d \mu_{kd}^2 a_{kd},
-        \qquad a_{kd} = \sigma_{kd}^{-2},
+        \\sum_d \\frac{(z_d - \\mu_{kd})^2}{\\sigma_{kd}^2}
+        = \\sum_d z_d^2 a_{kd} - 2 \\sum_d z_d\\,\\mu_{kd} a_{kd} + \\sum_d \\mu_{kd}^2 a_{kd},
+        \\qquad a_{kd} = \\sigma_{kd}^{-2},
 
     two ``(N, D) x (D, K)`` matrix products instead of an ``(N, K, D)`` tensor (computed in
     float64: the expanded square cancels digits that float32 does not have).
