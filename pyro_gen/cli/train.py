@@ -375,5 +375,6 @@ def cmd_train(args) -> int:
     label = "test MAP objective" if vae.guide_net.deterministic else "test ELBO"
     print(f"done in {seconds:.1f} s: {label} {test_elbo:.2f} nats/image (mean of 10 draws on "
           f"{len(x_test)} test images). Run saved in {run_dir}\n"
-          f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png")
+          f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png"
+          + ("" if side is None else " --condition=" + ",".join(f"{v:.3g}" for v in side[0].tolist())))
     return 0
