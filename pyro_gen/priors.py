@@ -30,7 +30,8 @@ from torch.nn import functional as F
 from ._spec import SpecEntry, parse_spec, positive_float, positive_int
 
 __all__ = ["StandardNormal", "LearnedNormal", "MixtureOfGaussians", "VampPrior", "FlowPrior", "StudentT",
-           "UniformMixture", "check_prior", "make_prior", "PRIORS", "FLOW_LAYERS", "sample_prior"]
+           "UniformMixture", "diagonal_normal_log_prob_matrix", "check_prior", "make_prior", "PRIORS", "FLOW_LAYERS",
+           "sample_prior"]
 
 
 def _inverse_softplus(y: float) -> float:
@@ -186,6 +187,9 @@ class VampPrior(nn.Module):
     learned with the rest of the model; the guide (encoder included) is shared with the VAE, so
     its parameters get gradients from both the guide and the prior terms of the ELBO. Every
     evaluation runs the guide on the K pseudo-inputs; the KL has no closed form (Monte Carlo).
+    With a diagonal guide the density of a batch of codes under the K components is two matrix
+    products (:func:`diagonal_normal_log_prob_matrix`), not a tensor of every code against every
+    component.
 
     With a flow guide (``iaf``) each component's density at an arbitrary ``z`` needs the flow's
     inverse, which costs ``latent_dim`` sequential passes: slow, but correct.
