@@ -160,9 +160,14 @@ def test_conditional_samples_are_recognized_as_their_class(mnist):
     assert (classify(samples) == labels).float().mean() >= 0.8
 
 
-def test_cli_cvae_trains_evaluates_and_samples_one_class(tmp_path, small_npz, capsys):
+def test_cli_cvae_trains_evaluates_and_samples_one_class(tmp_path, small_npz, capsys, monkeypatch):
+    import pyro_gen.plots
+    titles, plot_images = [], pyro_gen.plots.plot_images
+    monkeypatch.setattr(pyro_gen.plots, "plot_images", lambda *a, **kw: (titles.append(kw.get("title")),
+                                                                          plot_images(*a, **kw)))
     run = tmp_path / "cvae"
     assert main(["train", "--data", str(small_npz), "--out", str(run), "--model", "cvae", *TINY]) == 0
+    assert titles[-1] == "Samples (mean images of z ~ p(z), column c is class c)"  # 10 classes, 10 columns
     config = json.loads((run / "config.json").read_text())
     assert config["model_kind"] == "cvae" and config["model"]["condition_dim"] == 10
     capsys.readouterr()

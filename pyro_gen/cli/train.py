@@ -363,7 +363,10 @@ def cmd_train(args) -> int:
                          run_dir / "reconstructions.png")
     gen = torch.Generator().manual_seed(settings.seed)
     side = None if config["data"].get("condition") != "vectors" else y_cond[torch.arange(100) % len(y_cond)]
-    title = "Samples (mean images of z ~ p(z)" + (", given the test side vectors)" if side is not None else ")")
+    classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
+    given = (", given the test side vectors" if side is not None else
+             ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
+    title = f"Samples (mean images of z ~ p(z){given})"
     plot_images(vae.sample(100, generator=gen, y=side).numpy(), run_dir / "samples.png", title=title)
     summary = {"test_elbo": test_elbo, "train_seconds": seconds, "epochs": len(result.history),
                "stopped_early": result.stopped_early}
