@@ -41,7 +41,7 @@ from .checkpoint import CONFIG, METRICS, RunError, atomic_write, read_json, read
 from .data import load_data
 from .gan import GANRun, GANSettings, build_gan, fit_gan, gan_spec, load_gan_run
 from .metrics import ClassifierInfo, domain_classifier, embed, sample_quality_from_embeddings
-from .run import Run, load_run, make_config, split_tensor
+from .run import Run, load_run, make_config, on_side_vectors, split_tensor
 from .train import TrainSettings, fit
 from .vae import VAE, ModelSpec
 
@@ -142,7 +142,7 @@ MODEL_TRAINERS: Dict[str, Callable[..., _Trained]] = {
 
 def _loaded(run_dir, names: set) -> _Trained:
     run = load_any_run(run_dir)
-    if run.config["data"].get("condition") == "vectors":
+    if on_side_vectors(run.config):
         raise RunError(f"{run.path}: a cvae conditioned on side vectors has no unconditional samples to compare "
                        "(compare draws its samples without side information)")
     model = run.gan if isinstance(run, GANRun) else run.vae

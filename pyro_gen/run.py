@@ -21,7 +21,7 @@ from .train import TrainSettings
 from .vae import VAE, ModelSpec
 
 __all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model",
-           "conditions", "CONDITION_SOURCES"]
+           "conditions", "on_side_vectors", "CONDITION_SOURCES"]
 
 #: What a conditional VAE run (``model_kind`` "cvae") is conditioned on, as ``config["data"]["condition"]``:
 #: the data's labels (one-hot) or its side vectors (the "condition" array of a .npz file).
@@ -69,6 +69,11 @@ def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_r
             "model": spec.to_dict(), "train": asdict(settings), "data": data}
 
 
+def on_side_vectors(config: dict) -> bool:
+    """Whether a run's configuration is of a cvae conditioned on side vectors (not on labels)."""
+    return config.get("data", {}).get("condition") == "vectors"
+
+
 def conditions(config: dict, ds: Dataset) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """``(train, test)``: what a conditional run (``model_kind`` "cvae") is given with each image
     of ``ds``, its labels or its side vectors (``config["data"]["condition"]``, labels when absent);
@@ -78,9 +83,8 @@ def conditions(config: dict, ds: Dataset) -> Tuple[Optional[np.ndarray], Optiona
     """
     if config.get("model_kind") != "cvae":
         return None, None
-    source, dim = config["data"].get("condition", "labels"), config["model"]["condition_dim"]
-    name = ds.name
-    if source == "vectors":
+    dim, name = config["model"]["condition_dim"], ds.name
+    if on_side_vectors(config):
         if ds.side_dim is None:
             raise RunError(f"{name}: this run is conditioned on side vectors, and the data has none "
                            "(a .npz file needs a 'condition' array)")

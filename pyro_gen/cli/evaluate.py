@@ -53,7 +53,7 @@ def _side_vector(text: str) -> torch.Tensor:
 
 def cmd_evaluate(args) -> int:
     from ..evaluate import elbo_per_datum, importance_log_likelihood
-    from ..run import conditions, load_run, split_tensor
+    from ..run import conditions, load_run, on_side_vectors, split_tensor
 
     run = load_run(args.run_dir)
     ds = run.load_data(args.data)
@@ -73,7 +73,7 @@ def cmd_evaluate(args) -> int:
     result = {"test_elbo": test_elbo, "test_nll": nll, "k": args.k, "draws": args.draws, "n_test": len(x_test),
               "data": args.data or run.config["data"]["spec"], "seconds": time.perf_counter() - t0}
     if y_cond is not None:
-        given = "side vectors" if run.config["data"].get("condition") == "vectors" else "labels"
+        given = "side vectors" if on_side_vectors(run.config) else "labels"
         result["conditional"] = f"ELBO and NLL are of log p(x | y), given the test {given}"
     if hasattr(run.vae, "classify"):
         from ..ssvae import accuracy
@@ -97,6 +97,7 @@ def cmd_sample(args) -> int:
     from ..checkpoint import atomic_write
     from ..compare import load_any_run
     from ..plots import plot_images
+    from ..run import on_side_vectors
 
     suffix = args.output.suffix.lower()
     if suffix not in (".png", ".npy"):
@@ -107,7 +108,7 @@ def cmd_sample(args) -> int:
     model = run.gan if run.config.get("model_kind") == "gan" else run.vae
     y = None
     kind = run.config.get("model_kind", "vae")
-    on_vectors = run.config["data"].get("condition") == "vectors"
+    on_vectors = on_side_vectors(run.config)
     if args.label is not None:
         classes = getattr(model, "num_classes", None) or getattr(model, "condition_dim", 0)
         if not classes or on_vectors:

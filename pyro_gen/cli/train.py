@@ -278,7 +278,7 @@ def _cmd_train_gan(args) -> int:
 def cmd_train(args) -> int:
     from ..evaluate import elbo_per_datum
     from ..plots import plot_history, plot_images, plot_reconstructions
-    from ..run import build_model, conditions, load_run, make_config, split_tensor
+    from ..run import build_model, conditions, load_run, make_config, on_side_vectors, split_tensor
     from ..train import fit
     from ..vae import ModelSpec
 
@@ -341,7 +341,7 @@ def cmd_train(args) -> int:
     distributed.barrier()
     if distributed.is_main():
         given = (f", conditioned on side vectors of size {spec.condition_dim}"
-                 if config["data"].get("condition") == "vectors" else "")
+                 if on_side_vectors(config) else "")
         print(f"training a {config['model_kind']} on {config['data']['spec']} ({len(ds.train_x)} train / "
               f"{len(ds.test_x)} test images of shape {ds.image_shape}{given}) for {settings.epochs} epochs -> {run_dir}"
               + (f" on {distributed.rank_world()[1]} processes" if distributed.rank_world()[1] > 1 else ""),
@@ -362,7 +362,7 @@ def cmd_train(args) -> int:
     plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], y=y_rec).numpy(),
                          run_dir / "reconstructions.png")
     gen = torch.Generator().manual_seed(settings.seed)
-    side = None if config["data"].get("condition") != "vectors" else y_cond[torch.arange(100) % len(y_cond)]
+    side = y_cond[torch.arange(100) % len(y_cond)] if on_side_vectors(config) else None
     classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
     given = (", given the test side vectors" if side is not None else
              ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
