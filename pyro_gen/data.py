@@ -292,6 +292,17 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, Optional[np.ndarray], Optional
         raise DataError(f"{path}: unreadable or corrupt file ({type(e).__name__}: {e})") from e
 
 
+def _finite_float32(path: Path, a: np.ndarray, what: str = "") -> np.ndarray:
+    """``a`` as float32, or a :class:`DataError` counting its NaN, infinite or float32-overflowing
+    values (``what`` names the array in the message)."""
+    with np.errstate(over="ignore"):
+        x = a.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise DataError(f"{path}: {bad} of {x.size} values{what} are NaN or infinite (or too large for float32)")
+    return x
+
+
 def _as_images(path: Path, images: np.ndarray, likelihood: str) -> np.ndarray:
     """Check and convert images to float32 (N, C, H, W)."""
     if images.size == 0:
@@ -311,11 +322,7 @@ def _as_images(path: Path, images: np.ndarray, likelihood: str) -> np.ndarray:
                             f"got min {lo}, max {hi}")
         x = images.astype(np.float32) / 255
     elif kind == "f":
-        with np.errstate(over="ignore"):
-            x = images.astype(np.float32)
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad:
-            raise DataError(f"{path}: {bad} of {x.size} values are NaN or infinite (or too large for float32)")
+        x = _finite_float32(path, images)
         lo, hi = float(x.min()), float(x.max())
         if not likelihood.startswith("gaussian") and (lo < 0 or hi > 1):
             raise DataError(f"{path}: values out of range for the {likelihood} likelihood: expected [0, 1], "
@@ -347,13 +354,7 @@ def _as_side_vectors(path: Path, c: np.ndarray, n: int) -> np.ndarray:
                         f"got {c.shape}")
     if c.dtype.kind not in "biuf":
         raise DataError(f"{path}: the 'condition' array must hold numbers, got dtype {c.dtype}")
-    with np.errstate(over="ignore"):
-        c = c.astype(np.float32).reshape(n, -1)
-    bad = int(np.count_nonzero(~np.isfinite(c)))
-    if bad:
-        raise DataError(f"{path}: {bad} of {c.size} values of the 'condition' array are NaN or infinite "
-                        "(or too large for float32)")
-    return c
+    return _finite_float32(path, c, " of the 'condition' array").reshape(n, -1)
 
 
 def load_array_file(path: PathLike, likelihood: str = "bernoulli") -> Dataset:
