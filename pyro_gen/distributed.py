@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
+import warnings
 from typing import Tuple
 
 import torch
@@ -50,12 +53,34 @@ def wrap(module: torch.nn.Module, world: int) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(module)
 
 
+def _collective(op, tensor: torch.Tensor, *args, timeout: float = 10.0) -> torch.Tensor:
+    """``op(tensor, *args)`` (a blocking collective), returning only once no other thread holds ``tensor``.
+
+    Gloo's worker thread lets go of a finished collective's tensors a moment after ``wait()`` has
+    returned here. Dropping the last reference to a tensor that Python created makes that thread
+    take the GIL; if the interpreter is exiting by then, Python ends the thread and the process
+    aborts ("terminate called without an active exception", pytorch/pytorch#190489; in our
+    2-process test about 1 run in 40, from the last collective before exit). Sleeping here until
+    the tensor's reference count is back where it was lets that thread finish while the interpreter
+    is still whole. It takes microseconds; after ``timeout`` seconds it warns and goes on.
+    """
+    base = sys.getrefcount(tensor)
+    op(tensor, *args)
+    deadline = time.monotonic() + timeout
+    while sys.getrefcount(tensor) > base:  # a C++ owner holds a reference to the Python object
+        if time.monotonic() > deadline:
+            warnings.warn("a gloo worker thread still holds a collective's tensor after "
+                          f"{timeout:g} s; the process may abort at exit", RuntimeWarning)
+            break
+        time.sleep(1e-5)  # releases the GIL for that thread
+    return tensor
+
+
 def all_finite(value: float, world: int) -> bool:
     """Whether ``value`` is finite in every process (so that all of them stop together)."""
     if world == 1:
         return math.isfinite(value)
-    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0])
-    dist.all_reduce(bad)
+    bad = _collective(dist.all_reduce, torch.tensor([0.0 if math.isfinite(value) else 1.0]))
     return bad.item() == 0
 
 
@@ -63,15 +88,11 @@ def total(value: float, world: int) -> float:
     """The sum of ``value`` over processes."""
     if world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.item()
+    return _collective(dist.all_reduce, torch.tensor([value], dtype=torch.float64)).item()
 
 
 def agree(flag: bool, world: int) -> bool:
     """Process 0's ``flag``, the same in every process."""
     if world == 1:
         return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.broadcast(t, 0)
-    return bool(t.item())
+    return bool(_collective(dist.broadcast, torch.tensor([1 if flag else 0]), 0).item())

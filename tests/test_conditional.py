@@ -226,7 +226,7 @@ def test_cli_cvae_on_side_vectors_samples_follow_the_vector(ink_npz, tmp_path, c
     ink = {}
     for value in ("-2", "2"):
         out = tmp_path / f"ink{value}.npy"
-        assert main(["sample", str(run), "-n", "200", f"--condition={value}", "-o", str(out)]) == 0
+        assert main(["sample", str(run), "-n", "200", "--condition", value, "-o", str(out)]) == 0
         ink[value] = float(np.load(out).mean())
     assert ink["2"] - ink["-2"] >= 0.05, ink
     capsys.readouterr()
@@ -259,6 +259,11 @@ def test_cli_side_vector_errors_exit_2_with_one_line(tmp_path, small_npz, capsys
     assert main(["sample", str(side), "-n", "3", "--condition", "0.1,0.5,2", "-o", str(out)]) == 0
     assert np.load(out).shape == (3, 1, 28, 28)
     out.unlink()
+    # a leading minus is a value, not a flag, with or without "="
+    for vector in (["--condition", "-.1,0.5,-2"], ["--condition=-.1,0.5,-2"]):
+        assert main(["sample", str(side), "-n", "3", *vector, "-o", str(out)]) == 0
+        assert np.load(out).shape == (3, 1, 28, 28)
+        out.unlink()
     capsys.readouterr()
     for argv, message in [
             (["sample", str(side), "-o", str(out)], "conditioned on side vectors of size 3: give one with --condition "

@@ -53,3 +53,31 @@ def test_batch_must_split_evenly(monkeypatch, mnist):
     with pytest.raises(ValueError, match="divisible by the number of processes"):
         fit(ModelSpec((1, 28, 28), latent_dim=2, hidden=(8,)).build(), mnist.train_x[:64],
             TrainSettings(epochs=1, batch_size=64), progress=False)
+
+
+def test_collective_returns_once_other_threads_let_go():
+    """A collective's helper returns only after every other holder of its tensor (gloo's worker
+    thread, here a timer thread) has dropped it, so no thread frees it while Python exits."""
+    import threading
+    import time
+    from pyro_gen.distributed import _collective
+    held = []
+
+    def op(t, value):  # stands in for a gloo collective whose worker thread lets go 50 ms late
+        t += value
+        held.append(t)
+        threading.Timer(0.05, held.clear).start()
+
+    t = torch.zeros(1)
+    base = sys.getrefcount(t)
+    start = time.perf_counter()
+    assert _collective(op, t, 3.0) is t
+    assert time.perf_counter() - start >= 0.05 and not held and sys.getrefcount(t) == base
+    assert t.item() == 3.0
+
+
+def test_collective_warns_when_a_holder_never_lets_go():
+    from pyro_gen.distributed import _collective
+    keep = []
+    with pytest.warns(RuntimeWarning, match="still holds a collective's tensor after 0.05 s"):
+        _collective(keep.append, torch.zeros(1), timeout=0.05)

@@ -11,6 +11,7 @@ The commands live one per module: ``pyro_gen.cli.train`` (``train``, the GAN bra
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
@@ -38,13 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: flags whose value may start with a minus sign ("--condition -2,1")
+NEGATIVE_VALUE_FLAGS = ("--condition",)
+_NUMBER_START = re.compile(r"-\.?\d")
+
+
+def _glue_negative_values(argv: List[str]) -> List[str]:
+    """``--condition -2,1`` -> ``--condition=-2,1``. argparse reads "-2,1" as an unknown flag,
+    since it takes only a single number such as "-2" for a negative value."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1] in NEGATIVE_VALUE_FLAGS and _NUMBER_START.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose,
             "compare": cmd_compare}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
