@@ -21,12 +21,17 @@ from typing import Tuple
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "rank_world", "wrap", "all_finite", "total", "agree", "is_main", "barrier"]
+__all__ = ["launched_processes", "setup", "rank_world", "wrap", "all_finite", "total", "agree", "is_main", "barrier"]
+
+
+def launched_processes() -> int:
+    """How many processes ``torchrun`` started (its ``WORLD_SIZE``); 1 without ``torchrun``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def setup() -> None:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); no-op otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if launched_processes() > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 

@@ -81,3 +81,20 @@ def test_collective_warns_when_a_holder_never_lets_go():
     keep = []
     with pytest.warns(RuntimeWarning, match="still holds a collective's tensor after 0.05 s"):
         _collective(keep.append, torch.zeros(1), timeout=0.05)
+
+
+def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, tmp_path, small_npz, capsys):
+    """Under torchrun (WORLD_SIZE > 1) every command but a VAE's train exits 2 with one line
+    before it reads or writes anything: each process would otherwise write the same files."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run = tmp_path / "run"
+    for argv, what in [(["train", "--model", "gan", "--data", str(small_npz), "--out", str(run)], "train --model gan"),
+                       (["evaluate", str(run)], "evaluate"),
+                       (["sample", str(run), "-o", str(tmp_path / "s.png")], "sample"),
+                       (["diagnose", str(run)], "diagnose"),
+                       (["compare", "--models", "vae,gan", "--out", str(tmp_path / "cmp")], "compare")]:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{what} runs in one process, but torchrun started 2" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ from ..checkpoint import RunError
 from ..data import DataError
 from ..train import TrainingError
 # the model names, flag tables and cmd_* functions stay importable from pyro_gen.cli, as before the split
-from ._common import MODEL_FLAGS, UsageError, _Parser  # noqa: F401
+from ._common import MODEL_FLAGS, UsageError, _Parser, refuse_under_torchrun  # noqa: F401
 from .compare import COMPARE_MODEL_FLAGS, add_compare_parser, cmd_compare  # noqa: F401
 from .diagnose import add_diagnose_parser, cmd_diagnose
 from .evaluate import add_evaluate_parser, add_sample_parser, cmd_evaluate, cmd_sample
@@ -67,6 +67,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.command != "train":  # train refuses torchrun itself for the GAN
+            refuse_under_torchrun(args.command)
         return COMMANDS[args.command](args)
     except (UsageError, DataError, RunError, ValueError) as e:
         print(f"pyro-gen {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -27,6 +27,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def refuse_under_torchrun(what: str) -> None:
+    """Raise :class:`UsageError` when ``torchrun`` started several processes for a command that
+    runs in one (all but a VAE-family ``train``): each process would write the same files."""
+    from ..distributed import launched_processes
+    n = launched_processes()
+    if n > 1:
+        raise UsageError(f"{what} runs in one process, but torchrun started {n} (WORLD_SIZE={n}); only the "
+                         "training of the VAE models is split over processes: run it without torchrun")
+
+
 def _checked(convert, ok, what: str):
     """An argparse ``type``: ``convert(text)`` that must satisfy ``ok``, else "expected WHAT"."""
     def parse(text: str):

@@ -19,7 +19,7 @@ from ..objectives import ELBOS, KL_SCHEDULES, OBJECTIVES
 from ..priors import PRIORS
 from ..train import TrainSettings
 from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
-                      _positive_int, _run_kind)
+                      _positive_int, _run_kind, refuse_under_torchrun)
 
 #: ``--model`` names -> the guide family that makes them.
 MODELS = {"vae": "diagonal", "ae": "delta", "cvae": "diagonal", "ssvae": "diagonal"}
@@ -227,6 +227,7 @@ def _cmd_train_gan(args) -> int:
     from ..plots import plot_images
     from ..run import make_config
 
+    refuse_under_torchrun("train --model gan")
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     bad = ["--" + k.replace("_", "-") for k in _NOT_FOR_GAN if k in {**model_kw, **train_kw}]
     if args.labels_per_class is not None:
