@@ -1,7 +1,8 @@
 """Multi-process training with ``torchrun`` and ``DistributedDataParallel``.
 
 ``torchrun --nproc-per-node N -m pyro_gen train ...`` starts N processes; :func:`setup` joins them
-into a process group (``nccl`` when CUDA is available, ``gloo`` on CPU).
+into a process group. The backend is always ``gloo``, also where CUDA is available: pyro_gen
+trains on the CPU, and ``nccl`` takes only CUDA tensors.
 :func:`pyro_gen.train.fit` then wraps the loss computation in DDP, gives each process
 ``batch_size / N`` images of every global minibatch (a ``DistributedSampler`` with
 ``set_epoch``), scales each process's ELBO to the whole data set (DDP's gradient average then
@@ -32,7 +33,7 @@ def launched_processes() -> int:
 def setup() -> None:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); no-op otherwise."""
     if launched_processes() > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
 
 
 def rank_world() -> Tuple[int, int]:
