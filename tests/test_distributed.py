@@ -98,3 +98,19 @@ def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, tmp_path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{what} runs in one process, but torchrun started 2" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_setup_joins_with_gloo_even_where_cuda_is_available(monkeypatch):
+    """Training runs on the CPU, so the process group is gloo's also on a GPU machine (nccl takes
+    only CUDA tensors); without torchrun, setup does nothing."""
+    from pyro_gen import distributed
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    distributed.setup()
+    assert calls == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    distributed.setup()
+    assert calls == ["gloo"]
