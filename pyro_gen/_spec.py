@@ -9,8 +9,9 @@ colons included (``module:pkg.mod:Factory`` has one argument, ``pkg.mod:Factory`
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
+from .errors import InputError
 
-__all__ = ["SpecEntry", "parse_spec", "positive_int", "positive_float", "spec_usage"]
+__all__ = ["SpecEntry", "parse_spec", "canonical_spec", "positive_int", "positive_float", "spec_usage"]
 
 
 class SpecEntry(NamedTuple):
@@ -34,9 +35,9 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"expected a positive integer, got {text!r}") from None
+        raise InputError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
-        raise ValueError(f"expected a positive integer, got {text!r}")
+        raise InputError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -45,9 +46,9 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"expected a positive number, got {text!r}") from None
+        raise InputError(f"expected a positive number, got {text!r}") from None
     if not 0 < value < float("inf"):
-        raise ValueError(f"expected a positive number, got {text!r}")
+        raise InputError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -65,20 +66,40 @@ def parse_spec(text: str, table: Mapping[str, SpecEntry], what: str) -> Tuple[Sp
     :raises ValueError: naming the spec and what was expected.
     """
     if not isinstance(text, str):
-        raise ValueError(f"{what} spec must be a string, got {text!r}")
+        raise InputError(f"{what} spec must be a string, got {text!r}")
     name, sep, rest = text.partition(":")
     entry = table.get(name)
     if entry is None:
-        raise ValueError(f"unknown {what} {text!r}: expected one of {spec_usage(table)}")
+        raise InputError(f"unknown {what} {text!r}: expected one of {spec_usage(table)}")
     if not sep:
         return entry, {}
     if not entry.params:
-        raise ValueError(f"{what} {name!r} takes no arguments, got {text!r}")
+        raise InputError(f"{what} {name!r} takes no arguments, got {text!r}")
     values = rest.split(":", len(entry.params) - 1)
     kwargs = {}
     for (keyword, parser), raw in zip(entry.params, values):
         try:
             kwargs[keyword] = parser(raw)
         except ValueError as e:
-            raise ValueError(f"{what} {text!r}: bad {keyword} ({e}); expected {entry.usage}") from None
+            raise InputError(f"{what} {text!r}: bad {keyword} ({e}); expected {entry.usage}") from None
     return entry, kwargs
+
+
+def canonical_spec(text: str, table: Mapping[str, SpecEntry], what: str) -> Tuple[str, Tuple[Tuple[str, Any], ...]]:
+    """What a spec string means: its name and every optional argument, with the factory's default
+    where the string leaves one out, so ``"vamp"`` and ``"vamp:500"`` compare equal when 500 is
+    the VampPrior's default.
+
+    :raises ValueError: as :func:`parse_spec`.
+    """
+    import inspect
+    entry, kwargs = parse_spec(text, table, what)
+    try:
+        signature = inspect.signature(entry.factory).parameters
+    except (TypeError, ValueError):
+        signature = {}
+    full = []
+    for keyword, _ in entry.params:
+        default = signature[keyword].default if keyword in signature else None
+        full.append((keyword, kwargs.get(keyword, None if default is inspect.Parameter.empty else default)))
+    return text.partition(":")[0], tuple(full)

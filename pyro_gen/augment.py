@@ -15,6 +15,7 @@ import math
 
 import torch
 from torch import nn
+from .errors import InputError
 
 __all__ = ["RandomAffine"]
 
@@ -32,7 +33,7 @@ class RandomAffine(nn.Module):
     def __init__(self, rotation: float = 15.0, scale: float = 0.1, translation: float = 3.0):
         super().__init__()
         if min(rotation, scale, translation) < 0 or scale >= 1:
-            raise ValueError(f"RandomAffine needs rotation, translation >= 0 and 0 <= scale < 1, got rotation "
+            raise InputError(f"RandomAffine needs rotation, translation >= 0 and 0 <= scale < 1, got rotation "
                              f"{rotation}, scale {scale}, translation {translation}")
         self.rotation, self.scale, self.translation = float(rotation), float(scale), float(translation)
 
@@ -53,7 +54,7 @@ class RandomAffine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(..., C, H, W)`` -> warped images of the same shape."""
         if x.dim() < 3:
-            raise ValueError(f"RandomAffine needs images (..., C, H, W), got shape {tuple(x.shape)}")
+            raise InputError(f"RandomAffine needs images (..., C, H, W), got shape {tuple(x.shape)}")
         flat = x.reshape((-1,) + x.shape[-3:])
         if not len(flat):
             return x

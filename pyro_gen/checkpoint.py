@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
+from .errors import InputError
+
 __all__ = ["RunError", "FORMAT_VERSION", "atomic_write", "write_json", "read_json",
            "save_checkpoint", "load_checkpoint", "resume_history", "append_jsonl", "read_jsonl", "write_jsonl",
            "CONFIG", "CHECKPOINT", "METRICS"]
@@ -27,7 +29,7 @@ FORMAT_VERSION = 1
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.jsonl"
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run directory or checkpoint that cannot be used; ``str(e)`` is one line naming the file."""
 
 

@@ -44,6 +44,7 @@ from .metrics import ClassifierInfo, domain_classifier, embed, sample_quality_fr
 from .run import Run, load_run, make_config, on_side_vectors, split_tensor
 from .train import TrainSettings, fit
 from .vae import VAE, ModelSpec
+from .errors import InputError
 
 __all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare", "load_any_run",
            "MODEL_TRAINERS", "write_tables", "markdown_table"]
@@ -270,18 +271,18 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     spec_kw.setdefault("activation", "leaky_relu")
     unknown = [m for m in models if m not in MODEL_TRAINERS]
     if unknown:
-        raise ValueError(f"unknown model {unknown[0]!r}: expected one of {', '.join(MODEL_TRAINERS)}")
+        raise InputError(f"unknown model {unknown[0]!r}: expected one of {', '.join(MODEL_TRAINERS)}")
     if len(set(models)) != len(models):
-        raise ValueError(f"a model is named twice in {','.join(models)}")
+        raise InputError(f"a model is named twice in {','.join(models)}")
     if not models and not runs:
-        raise ValueError("nothing to compare: name models to train or runs to load")
+        raise InputError("nothing to compare: name models to train or runs to load")
     out = None if out_dir is None else Path(out_dir)
     if models and out is None:
-        raise ValueError("training models for a comparison needs an output folder for their runs")
+        raise InputError("training models for a comparison needs an output folder for their runs")
     if out is not None:
         taken = [out / "comparison.json"] + [out / "runs" / m for m in models]
         if any(p.exists() for p in taken):
-            raise ValueError(f"{out}: already holds a comparison (or its runs): choose another output folder")
+            raise InputError(f"{out}: already holds a comparison (or its runs): choose another output folder")
 
     loaded: List[_Trained] = []
     names: set = set(models)
@@ -306,7 +307,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     n = int(n_samples or len(ds.test_x))
     reference = embed(clf, ds.test_x)
     if nn_k >= min(n, len(ds.test_x)):
-        raise ValueError(f"precision/recall need more than k={nn_k} samples and test images, got {n} and {len(ds.test_x)}")
+        raise InputError(f"precision/recall need more than k={nn_k} samples and test images, got {n} and {len(ds.test_x)}")
 
     trained: List[_Trained] = []
     for name in models:

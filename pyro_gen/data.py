@@ -24,6 +24,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -48,7 +50,7 @@ _CHECKSUMS = {
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad input data. ``str(e)`` is one line that names the file (when there is one) and the problem."""
 
     def __init__(self, message: str) -> None:

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 from ._progress import progress_bar
+from .errors import InputError
 
 __all__ = ["log_weights", "importance_log_likelihood", "elbo_per_datum"]
 
@@ -86,9 +87,9 @@ def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: O
     :returns: a tensor ``(N,)`` of log-likelihood estimates in nats.
     """
     if getattr(vae.guide_net, "deterministic", False):
-        raise ValueError("importance sampling needs a guide with a density; this model's guide is a point mass")
+        raise InputError("importance sampling needs a guide with a density; this model's guide is a point mass")
     if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
+        raise InputError(f"k must be a positive integer, got {k}")
     was_training = vae.training
     vae.eval()
     out = []

@@ -67,6 +67,7 @@ from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
 from .train import FitResult, TrainingError
 from .vae import ModelSpec
+from .errors import InputError
 
 __all__ = ["GAN", "Discriminator", "GANSettings", "GANRun", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
            "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec", "ema_decay",
@@ -153,7 +154,7 @@ class GAN(nn.Module):
         """``n`` images :math:`G(z)`, :math:`z \\sim \\mathcal N(0, I)`, shape ``(n, C, H, W)``
         (the signature of :meth:`pyro_gen.vae.VAE.sample`; ``y`` must be ``None``: the GAN is unconditional)."""
         if y is not None:
-            raise ValueError("this GAN is unconditional: it cannot draw images of a given label")
+            raise InputError("this GAN is unconditional: it cannot draw images of a given label")
         z = torch.randn(n, self.latent_dim, generator=generator)
         return self.decode(z)
 
@@ -190,7 +191,7 @@ def build_gan(spec: ModelSpec, settings: Optional["GANSettings"] = None) -> GAN:
     """
     settings = GANSettings() if settings is None else settings
     if spec.condition_dim:
-        raise ValueError("the GAN baseline is unconditional: condition_dim must be 0")
+        raise InputError("the GAN baseline is unconditional: condition_dim must be 0")
     shape = tuple(spec.image_shape)
     decoder = make_networks(spec.net, shape, spec.latent_dim, spec.hidden, activation=spec.activation)[1]
     body = make_networks(settings.disc_net or spec.net, shape, spec.latent_dim, spec.hidden, activation="leaky_relu")[0]
@@ -299,25 +300,25 @@ class GANSettings:
 
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
-            raise ValueError(f"unknown GAN loss {self.loss!r}: expected one of {', '.join(GAN_LOSSES)}")
+            raise InputError(f"unknown GAN loss {self.loss!r}: expected one of {', '.join(GAN_LOSSES)}")
         for name, value in LOSS_DEFAULTS[self.loss].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.betas = tuple(float(b) for b in self.betas)
         for name in ("epochs", "batch_size", "n_critic"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+                raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         for name in ("lr", "d_lr"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+                raise InputError(f"{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not self.gp_weight >= 0:
-            raise ValueError(f"gp-weight must be >= 0, got {self.gp_weight}")
+            raise InputError(f"gp-weight must be >= 0, got {self.gp_weight}")
         if self.disc_net is not None and self.disc_net not in NETWORKS:
-            raise ValueError(f"unknown discriminator network {self.disc_net!r}: expected one of {', '.join(NETWORKS)}")
+            raise InputError(f"unknown discriminator network {self.disc_net!r}: expected one of {', '.join(NETWORKS)}")
         if not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+            raise InputError(f"ema must be in [0, 1), got {self.ema}")
         self.spectral_norm = bool(self.spectral_norm)
 
 
@@ -365,7 +366,7 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
     """
     d_loss_fn, g_loss_fn, penalized = GAN_LOSSES[settings.loss]
     if (settings.ema > 0) != (gan.average is not None):
-        raise ValueError(f"settings.ema={settings.ema} needs a GAN {'with' if settings.ema > 0 else 'without'} a weight "
+        raise InputError(f"settings.ema={settings.ema} needs a GAN {'with' if settings.ema > 0 else 'without'} a weight "
                          "average: build it with build_gan(spec, settings)")
     torch.manual_seed(settings.seed)
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
@@ -385,6 +386,9 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
             opt_d.load_state_dict(state["opt_d"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise RunError(f"{run_dir / CHECKPOINT}: not a checkpoint of this GAN ({str(e).splitlines()[0]})") from None
+        for opt, lr in ((opt_g, settings.lr), (opt_d, settings.d_lr)):  # --lr / --d-lr may change on resume
+            for group in opt.param_groups:
+                group["lr"] = lr
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, d_steps = state["epoch"], state["d_steps"]

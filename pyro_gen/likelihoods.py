@@ -14,6 +14,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn import functional as F
+from .errors import InputError
 
 __all__ = ["Bernoulli", "ContinuousBernoulli", "Gaussian", "make_likelihood", "LIKELIHOODS"]
 
@@ -74,7 +75,7 @@ class Gaussian(nn.Module):
     def __init__(self, scale: float = 0.1, learn_scale: bool = False, min_scale: float = 1e-3):
         super().__init__()
         if not scale > min_scale:
-            raise ValueError(f"Gaussian scale must be > {min_scale}, got {scale}")
+            raise InputError(f"Gaussian scale must be > {min_scale}, got {scale}")
         self.min_scale = min_scale
         raw = torch.tensor(math.log(math.expm1(scale - min_scale)))
         if learn_scale:
@@ -105,5 +106,5 @@ def make_likelihood(name: str) -> nn.Module:
     """Build a likelihood by name: ``bernoulli``, ``cbernoulli``, ``gaussian`` (fixed scale 0.1)
     or ``gaussian-learned``."""
     if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}: expected one of {', '.join(LIKELIHOODS)}")
+        raise InputError(f"unknown likelihood {name!r}: expected one of {', '.join(LIKELIHOODS)}")
     return LIKELIHOODS[name]()

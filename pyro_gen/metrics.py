@@ -62,6 +62,7 @@ from torch.nn import functional as F
 from ._progress import progress_bar
 
 from .checkpoint import atomic_write, read_json, write_json
+from .errors import InputError
 
 __all__ = ["DomainClassifier", "ClassifierInfo", "train_classifier", "classifier_accuracy", "domain_classifier",
            "classifier_cache_dir", "data_checksum", "Embedding", "embed", "gaussian_stats", "frechet_distance",
@@ -243,9 +244,9 @@ def _load_cached(weights: Path, meta: Path, checksum: str) -> Optional[Tuple[Dom
         d = read_json(meta)
         info = ClassifierInfo(**{**d, "image_shape": tuple(d["image_shape"])})
         if info.data_checksum != checksum or info.version != CLASSIFIER_VERSION:
-            raise ValueError("it was made for other data or by another version")
+            raise InputError("it was made for other data or by another version")
         if _sha256_file(weights) != info.weights_sha256:
-            raise ValueError("the weights file does not match its checksum")
+            raise InputError("the weights file does not match its checksum")
         clf = DomainClassifier(info.image_shape, info.num_classes)
         clf.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as e:  # a damaged cache entry is replaced, never trusted
@@ -275,7 +276,7 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
     :raises ValueError: if the data set has no labels, or the accuracy is below ``min_accuracy``.
     """
     if ds.train_y is None or ds.test_y is None:
-        raise ValueError(f"{ds.name}: sample-quality metrics need class labels to train the domain "
+        raise InputError(f"{ds.name}: sample-quality metrics need class labels to train the domain "
                          "classifier; this data set has none (give a .npz with a 'labels' array)")
     checksum = data_checksum(ds)
     folder = classifier_cache_dir(cache_dir)
@@ -296,7 +297,7 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
         write_json(meta, asdict(info))
         cached = clf, info
     if cached[1].test_accuracy < min_accuracy:
-        raise ValueError(f"the domain classifier of {ds.name} reaches only {cached[1].test_accuracy:.1%} test "
+        raise InputError(f"the domain classifier of {ds.name} reaches only {cached[1].test_accuracy:.1%} test "
                          f"accuracy (< {min_accuracy:.0%}): its features are not a trustworthy metric space")
     return cached
 
@@ -328,7 +329,7 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of ``features`` ``(N, F)``, in float64."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"need at least 2 feature vectors of shape (N, F), got shape {f.shape}")
+        raise InputError(f"need at least 2 feature vectors of shape (N, F), got shape {f.shape}")
     return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
 
 
@@ -350,7 +351,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if not (mu1.shape == mu2.shape and s1.shape == s2.shape == mu1.shape * 2):
-        raise ValueError(f"mismatched shapes: means {mu1.shape}, {mu2.shape}; covariances {s1.shape}, {s2.shape}")
+        raise InputError(f"mismatched shapes: means {mu1.shape}, {mu2.shape}; covariances {s1.shape}, {s2.shape}")
     root1 = _sqrt_psd(s1)
     m = root1 @ s2 @ root1
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
@@ -401,9 +402,9 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> PRDC:
     x = torch.as_tensor(np.asarray(real, dtype=np.float64))
     y = torch.as_tensor(np.asarray(fake, dtype=np.float64))
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"need feature arrays (N, F) and (M, F), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"need feature arrays (N, F) and (M, F), got {tuple(x.shape)} and {tuple(y.shape)}")
     if not 1 <= k < min(len(x), len(y)):
-        raise ValueError(f"k must be in 1..{min(len(x), len(y)) - 1} for {len(x)} real and {len(y)} fake points, got {k}")
+        raise InputError(f"k must be in 1..{min(len(x), len(y)) - 1} for {len(x)} real and {len(y)} fake points, got {k}")
     r_real, r_fake = _knn_radii(x, k), _knn_radii(y, k)
     inside = torch.zeros(len(y), dtype=torch.float64)  # per fake: number of real balls holding it
     for start, d in _pairwise(y, x):

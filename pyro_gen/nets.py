@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from .errors import InputError
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "make_networks", "NETWORKS",
            "ConditionedEncoder", "ConditionedDecoder", "condition_vector", "ACTIVATIONS", "set_activation"]
@@ -44,7 +45,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, image_shape: Shape, hidden: Sequence[int] = (400,)):
         super().__init__()
         if not hidden:
-            raise ValueError("MLPEncoder needs at least one hidden layer")
+            raise InputError("MLPEncoder needs at least one hidden layer")
         self.image_shape = tuple(image_shape)
         self.out_features = int(hidden[-1])
         self.net = _mlp([math.prod(image_shape), *hidden], activate_last=True)
@@ -151,7 +152,7 @@ def set_activation(module: nn.Module, activation: str) -> nn.Module:
     :returns: ``module``.
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        raise InputError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
     if activation != "softplus":
         for parent in module.modules():
             for name, child in parent.named_children():
@@ -176,9 +177,9 @@ def make_networks(kind: str, image_shape: Shape, latent_dim: int,
     :returns: the encoder body (with an ``out_features`` attribute) and the decoder.
     """
     if kind not in NETWORKS:
-        raise ValueError(f"unknown network kind {kind!r}: expected one of {', '.join(NETWORKS)}")
+        raise InputError(f"unknown network kind {kind!r}: expected one of {', '.join(NETWORKS)}")
     if condition_dim < 0:
-        raise ValueError(f"condition_dim must be >= 0, got {condition_dim}")
+        raise InputError(f"condition_dim must be >= 0, got {condition_dim}")
     enc_cls, dec_cls = NETWORKS[kind]
     hidden = tuple(int(h) for h in hidden)
     encoder, decoder = enc_cls(image_shape, hidden), dec_cls(latent_dim + condition_dim, image_shape, hidden[::-1])
@@ -195,11 +196,11 @@ def condition_vector(y: torch.Tensor, condition_dim: int) -> torch.Tensor:
     """
     if not torch.is_floating_point(y):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= condition_dim):
-            raise ValueError(f"labels must lie in [0, {condition_dim}), got values in "
+            raise InputError(f"labels must lie in [0, {condition_dim}), got values in "
                              f"[{int(y.min())}, {int(y.max())}]")
         return nn.functional.one_hot(y.long(), condition_dim).to(torch.get_default_dtype())
     if y.shape[-1:] != (condition_dim,):
-        raise ValueError(f"the side vector must have {condition_dim} entries in its last dimension, "
+        raise InputError(f"the side vector must have {condition_dim} entries in its last dimension, "
                          f"got shape {tuple(y.shape)}")
     return y
 
@@ -234,7 +235,7 @@ class ConditionedEncoder(nn.Module):
 
     def forward(self, inputs) -> torch.Tensor:
         if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ValueError("this encoder is conditional: it needs the pair (x, y) of images and labels "
+            raise InputError("this encoder is conditional: it needs the pair (x, y) of images and labels "
                              "(or side vectors), got images alone")
         x, y = inputs
         return self.join(_concat(self.body(x), condition_vector(y, self.condition_dim)))
@@ -256,5 +257,5 @@ class ConditionedDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if y is None:
-            raise ValueError("this decoder is conditional: it needs labels (or side vectors) y as well as codes z")
+            raise InputError("this decoder is conditional: it needs labels (or side vectors) y as well as codes z")
         return self.decoder(_concat(z, condition_vector(y, self.condition_dim)))

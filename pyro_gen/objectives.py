@@ -37,6 +37,7 @@ from torch.distributions import Distribution, Independent, TransformedDistributi
 from torch.distributions.kl import kl_divergence
 
 from ._spec import SpecEntry, parse_spec, positive_int
+from .errors import InputError
 
 __all__ = ["make_elbo", "training_loss", "ELBOS", "AnalyticKL_ELBO", "check_analytic_kl", "describe_distribution",
            "RenyiBound", "make_objective", "OBJECTIVES", "KLSchedule", "KL_SCHEDULES", "univariate_factors",
@@ -80,7 +81,7 @@ def check_analytic_kl(model, guide, *args, **kwargs) -> None:
             with torch.no_grad():
                 kl_divergence(q, p)
         except NotImplementedError:
-            raise ValueError(
+            raise InputError(
                 f"the analytic ELBO needs a closed-form KL(q || p) at site {name!r}, but none is registered between "
                 f"the guide's {describe_distribution(q)} and the prior's {describe_distribution(p)}; use the "
                 f"meanfield ELBO (closed form where one exists, Monte Carlo otherwise) or trace, or register one "
@@ -108,14 +109,14 @@ def kl_per_dimension(q: Distribution, prior: Distribution, z: Optional[torch.Ten
     """
     qb, pb = univariate_factors(q), univariate_factors(prior)
     if qb is None or pb is None:
-        raise ValueError(f"the KL per latent dimension needs a guide and a prior that factorize over the dimensions "
+        raise InputError(f"the KL per latent dimension needs a guide and a prior that factorize over the dimensions "
                          f"(a diagonal guide; the standard, learned or studentt prior); got the guide "
                          f"{describe_distribution(q)} and the prior {describe_distribution(prior)}")
     try:
         return kl_divergence(qb, pb)
     except NotImplementedError:
         if z is None:
-            raise ValueError(f"no closed-form KL between {describe_distribution(qb)} and {describe_distribution(pb)}: "
+            raise InputError(f"no closed-form KL between {describe_distribution(qb)} and {describe_distribution(pb)}: "
                              f"pass a draw z for the Monte Carlo estimate") from None
         return qb.log_prob(z) - pb.log_prob(z)
 
@@ -186,7 +187,7 @@ def make_elbo(name: str = "trace", num_particles: int = 1) -> pyro.infer.ELBO:
     if name not in ELBOS and name.partition(":")[0] in OBJECTIVES and name != "elbo":
         return make_objective(name, num_particles=num_particles)
     if name not in ELBOS:
-        raise ValueError(f"unknown ELBO {name!r}: expected one of {', '.join(ELBOS)} "
+        raise InputError(f"unknown ELBO {name!r}: expected one of {', '.join(ELBOS)} "
                          f"(or an objective: {', '.join(e.usage for e in OBJECTIVES.values())})")
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1,
                        max_plate_nesting=1)
@@ -227,10 +228,10 @@ class RenyiBound:
 
     def __init__(self, alpha: float = 0.0, num_particles: int = 5, max_plate_nesting: int = 1):
         if not math.isfinite(alpha) or alpha == 1:
-            raise ValueError(f"the Rényi order alpha must be a finite number other than 1 (alpha = 1 is the ELBO), "
+            raise InputError(f"the Rényi order alpha must be a finite number other than 1 (alpha = 1 is the ELBO), "
                              f"got {alpha}")
         if int(num_particles) < 1:
-            raise ValueError(f"the number of samples K must be a positive integer, got {num_particles}")
+            raise InputError(f"the number of samples K must be a positive integer, got {num_particles}")
         self.alpha, self.num_particles = float(alpha), int(num_particles)
         self.elbo = pyro.infer.RenyiELBO(alpha=self.alpha, num_particles=self.num_particles,
                                          vectorize_particles=True, max_plate_nesting=max_plate_nesting)
@@ -245,7 +246,7 @@ class RenyiBound:
                     if site["type"] != "sample":
                         continue
                     if sign < 0 and not site["fn"].has_rsample:
-                        raise ValueError(f"the Rényi/IWAE bound needs a reparameterized guide, but site {name!r} "
+                        raise InputError(f"the Rényi/IWAE bound needs a reparameterized guide, but site {name!r} "
                                          f"has a {type(site['fn']).__name__} without rsample")
                     log_w = log_w + sign * torch_sum(site["log_prob"], sum_dims)
         return log_w if self.num_particles > 1 else log_w.unsqueeze(0)
@@ -273,18 +274,18 @@ def _renyi_alpha(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"expected a number, got {text!r}") from None
+        raise InputError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value == 1:
-        raise ValueError(f"expected a finite number other than 1 (alpha = 1 is the ELBO), got {text!r}")
+        raise InputError(f"expected a finite number other than 1 (alpha = 1 is the ELBO), got {text!r}")
     return value
 
 
 def _no_particles(name: str, elbo: str, num_particles: int) -> None:
     if elbo == "enum":
-        raise ValueError(f"the {name} objective samples every latent site: it cannot enumerate discrete ones "
+        raise InputError(f"the {name} objective samples every latent site: it cannot enumerate discrete ones "
                          "(the enum ELBO)")
     if num_particles != 1:
-        raise ValueError(f"the {name} objective takes its number of samples K in the spec ({name}:K...), "
+        raise InputError(f"the {name} objective takes its number of samples K in the spec ({name}:K...), "
                          f"not from num_particles={num_particles}")
 
 
@@ -397,11 +398,11 @@ class KLSchedule:
 
     def __post_init__(self):
         if not (self.beta > 0 and math.isfinite(self.beta)):
-            raise ValueError(f"beta must be a positive number, got {self.beta}")
+            raise InputError(f"beta must be a positive number, got {self.beta}")
         if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
-            raise ValueError(f"warm-up must be a non-negative whole number of steps, got {self.warmup_steps}")
+            raise InputError(f"warm-up must be a non-negative whole number of steps, got {self.warmup_steps}")
         if self.kind not in KL_SCHEDULES:
-            raise ValueError(f"unknown KL schedule {self.kind!r}: expected one of {', '.join(KL_SCHEDULES)}")
+            raise InputError(f"unknown KL schedule {self.kind!r}: expected one of {', '.join(KL_SCHEDULES)}")
 
     def __call__(self, step: int) -> float:
         if self.warmup_steps == 0:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._spec import SpecEntry, parse_spec, positive_float, positive_int
+from .errors import InputError
 
 __all__ = ["StandardNormal", "LearnedNormal", "MixtureOfGaussians", "VampPrior", "FlowPrior", "StudentT",
            "UniformMixture", "diagonal_normal_log_prob_matrix", "check_prior", "make_prior", "PRIORS", "FLOW_LAYERS",
@@ -208,17 +209,17 @@ class VampPrior(nn.Module):
                  init_std: float = 0.01):
         super().__init__()
         if guide is None:
-            raise ValueError("the VampPrior needs the guide (its components are q(z|u_k)); pass guide=")
+            raise InputError("the VampPrior needs the guide (its components are q(z|u_k)); pass guide=")
         if getattr(guide, "deterministic", False):
-            raise ValueError(f"the VampPrior needs a guide with a density; the {type(guide).__name__} guide is a "
+            raise InputError(f"the VampPrior needs a guide with a density; the {type(guide).__name__} guide is a "
                              f"point mass (use a diagonal, fullrank or iaf guide)")
         if getattr(getattr(guide, "encoder", None), "condition_dim", 0):
-            raise ValueError("the VampPrior mixes q(z|u_k) over pseudo-images alone; a conditional model's guide "
+            raise InputError("the VampPrior mixes q(z|u_k) over pseudo-images alone; a conditional model's guide "
                              "q(z|x,y) needs labels too (use another prior for --model cvae/ssvae)")
         if image_shape is None:
             image_shape = getattr(getattr(guide, "encoder", None), "image_shape", None)
             if image_shape is None:
-                raise ValueError("VampPrior: cannot tell the image shape from the guide; pass image_shape=")
+                raise InputError("VampPrior: cannot tell the image shape from the guide; pass image_shape=")
         self.latent_dim = latent_dim
         self.guide = guide
         self.pseudo_inputs = nn.Parameter(init_mean + init_std * torch.randn(num_components, *image_shape))
@@ -226,7 +227,7 @@ class VampPrior(nn.Module):
     def forward(self) -> dist.TorchDistribution:
         components = self.guide(self.pseudo_inputs)
         if components.event_shape != (self.latent_dim,):
-            raise ValueError(f"VampPrior: the guide gives z of shape {tuple(components.event_shape)}, "
+            raise InputError(f"VampPrior: the guide gives z of shape {tuple(components.event_shape)}, "
                              f"expected ({self.latent_dim},)")
         uniform = dist.Categorical(logits=self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0]))
         return UniformMixture(uniform, components)
@@ -277,7 +278,7 @@ class FlowPrior(nn.Module):
                  hidden: Optional[Sequence[int]] = None):
         super().__init__()
         if kind not in FLOW_LAYERS:
-            raise ValueError(f"unknown flow layer {kind!r}: expected one of {', '.join(FLOW_LAYERS)}")
+            raise InputError(f"unknown flow layer {kind!r}: expected one of {', '.join(FLOW_LAYERS)}")
         hidden = None if hidden is None else list(hidden)
         self.flows = nn.ModuleList([FLOW_LAYERS[kind](latent_dim, hidden_dims=hidden) for _ in range(num_layers)])
         self.register_buffer("loc", torch.zeros(latent_dim))
@@ -313,7 +314,7 @@ class StudentT(nn.Module):
             self.raw_df = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(init_df - min_df)))
         else:
             if not df > 0:
-                raise ValueError(f"Student-t degrees of freedom must be positive, got {df}")
+                raise InputError(f"Student-t degrees of freedom must be positive, got {df}")
             self.register_buffer("fixed_df", torch.full((latent_dim,), float(df)))
 
     @property
@@ -339,19 +340,19 @@ def check_prior(prior: nn.Module, latent_dim: int, name: str = "prior") -> None:
     :param name: how to call it in error messages.
     """
     if not isinstance(prior, nn.Module):
-        raise ValueError(f"{name}: a prior must be a torch.nn.Module, got {type(prior).__name__}")
+        raise InputError(f"{name}: a prior must be a torch.nn.Module, got {type(prior).__name__}")
     d = prior()
     if not isinstance(d, TorchDistributionMixin):
-        raise ValueError(f"{name}: calling the prior must return a Pyro distribution (pyro.distributions.*), "
+        raise InputError(f"{name}: calling the prior must return a Pyro distribution (pyro.distributions.*), "
                          f"got {type(d).__module__}.{type(d).__name__}")
     if tuple(d.event_shape) != (latent_dim,) or tuple(d.batch_shape) != ():
-        raise ValueError(f"{name}: the prior's distribution must have event_shape ({latent_dim},) and batch_shape (), "
+        raise InputError(f"{name}: the prior's distribution must have event_shape ({latent_dim},) and batch_shape (), "
                          f"got event_shape {tuple(d.event_shape)} and batch_shape {tuple(d.batch_shape)} "
                          f"(use .to_event(1) on independent coordinates)")
     with torch.no_grad():
         lp = d.log_prob(d.sample((3,)))
     if lp.shape != (3,) or not bool(torch.isfinite(lp).all()):
-        raise ValueError(f"{name}: log_prob of 3 of the prior's own samples must be 3 finite numbers, got {lp}")
+        raise InputError(f"{name}: log_prob of 3 of the prior's own samples must be 3 finite numbers, got {lp}")
 
 
 def _import_prior(latent_dim: int, target: str = "") -> nn.Module:
@@ -360,15 +361,15 @@ def _import_prior(latent_dim: int, target: str = "") -> nn.Module:
     module_name, sep, attr = target.partition(":")
     spec = f"module:{target}"
     if not (module_name and sep and attr.isidentifier()):
-        raise ValueError(f"prior {spec!r}: expected module:pkg.mod:Factory, e.g. module:my_priors:LaplacePrior")
+        raise InputError(f"prior {spec!r}: expected module:pkg.mod:Factory, e.g. module:my_priors:LaplacePrior")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"prior {spec!r}: cannot import {module_name!r} ({e}); it must be importable "
+        raise InputError(f"prior {spec!r}: cannot import {module_name!r} ({e}); it must be importable "
                          f"(installed, or its folder on PYTHONPATH)") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f"prior {spec!r}: module {module_name!r} has no callable {attr!r}")
+        raise InputError(f"prior {spec!r}: module {module_name!r} has no callable {attr!r}")
     prior = factory(latent_dim)
     check_prior(prior, latent_dim, name=f"prior {spec!r}")
     return prior

@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .checkpoint import CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json, read_jsonl
 from .data import Dataset, binarize_fixed, load_data
+from .errors import InputError
 from .train import TrainSettings
 from .vae import VAE, ModelSpec
 
@@ -63,7 +64,7 @@ def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_r
     data = {"spec": data_spec, "root": None if data_root is None else str(data_root)}
     if condition is not None:
         if condition not in CONDITION_SOURCES:
-            raise ValueError(f"condition must be one of {', '.join(CONDITION_SOURCES)}, got {condition!r}")
+            raise InputError(f"condition must be one of {', '.join(CONDITION_SOURCES)}, got {condition!r}")
         data["condition"] = condition
     return {"format_version": FORMAT_VERSION, "pyro_gen_version": __version__, "model_kind": model_kind,
             "model": spec.to_dict(), "train": asdict(settings), "data": data}

@@ -68,6 +68,7 @@ from .likelihoods import make_likelihood
 from .nets import ConditionedEncoder, _concat, condition_vector, make_networks
 from .priors import make_prior, sample_prior
 from .vae import ModelSpec
+from .errors import InputError
 
 __all__ = ["SSVAE", "Classifier", "build_ssvae", "semi_supervised_labels", "semi_supervised_data",
            "SemiSupervisedData", "kingma_aux_weight", "default_aux_weight", "accuracy"]
@@ -126,9 +127,9 @@ class SSVAE(nn.Module):
                  aux_model: Optional[nn.Module] = None, augment: Optional[nn.Module] = None):
         super().__init__()
         if (aux_guide is None) != (aux_model is None):
-            raise ValueError("an auxiliary latent needs both q(a|x) (aux_guide) and p(a|x,y,z) (aux_model)")
+            raise InputError("an auxiliary latent needs both q(a|x) (aux_guide) and p(a|x,y,z) (aux_model)")
         if num_classes < 2:
-            raise ValueError(f"the semi-supervised VAE needs at least 2 classes, got {num_classes}")
+            raise InputError(f"the semi-supervised VAE needs at least 2 classes, got {num_classes}")
         self.classifier = classifier
         self.guide_net = guide
         self.decoder = decoder
@@ -265,7 +266,7 @@ class SSVAE(nn.Module):
             extra = self._label_prior(x).log_prob(ys) - qy.log_prob(ys)
         else:
             if y.numel() and int(y.min()) < 0:
-                raise ValueError("log_weights with labels needs every label known (no -1)")
+                raise InputError("log_weights with labels needs every label known (no -1)")
             ys, extra = y.expand(k, b), 0.0
         qz = self.guide_net((x, self._side(ys, a)))
         z = qz.sample()
@@ -331,7 +332,7 @@ def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: flo
         labelled images (:class:`~pyro_gen.augment.RandomAffine` with its defaults).
     """
     if aux_dim < 0:
-        raise ValueError(f"aux_dim must be >= 0, got {aux_dim}")
+        raise InputError(f"aux_dim must be >= 0, got {aux_dim}")
     shape, classes = tuple(spec.image_shape), spec.condition_dim
 
     def nets(kind=spec.net, condition_dim=0):
@@ -364,7 +365,7 @@ def semi_supervised_labels(y: np.ndarray, labels_per_class: int, seed: int = 0) 
     for c in np.unique(y):
         members = np.flatnonzero(y == c)
         if len(members) < labels_per_class:
-            raise ValueError(f"class {c} has {len(members)} images, fewer than the {labels_per_class} labels per class "
+            raise InputError(f"class {c} has {len(members)} images, fewer than the {labels_per_class} labels per class "
                              f"asked for")
         out[rng.choice(members, labels_per_class, replace=False)] = c
     return out
@@ -424,7 +425,7 @@ def semi_supervised_data(x: np.ndarray, y: np.ndarray, labels_per_class: int, se
     if repeat is None:
         repeat = max(1, int(round(n_u / n_l))) if n_l else 1
     if repeat < 1:
-        raise ValueError(f"repeat must be a positive integer, got {repeat}")
+        raise InputError(f"repeat must be a positive integer, got {repeat}")
     extra = np.tile(known, repeat - 1)
     return SemiSupervisedData(x=np.concatenate([x, x[extra]]), y=np.concatenate([kept, kept[extra]]),
                               num_labelled=n_l, repeat=repeat, aux_weight=default_aux_weight(len(x), max(n_l, 1)))

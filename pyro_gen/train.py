@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
 from .data import binarize
 from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
 from . import distributed
+from .errors import InputError
 
 __all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer", "check_free_bits"]
 
@@ -85,26 +87,26 @@ class TrainSettings:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_particles"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+                raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise InputError(f"lr must be a positive number, got {self.lr}")
         if self.optimizer not in ("adam", "clippedadam"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: expected adam or clippedadam")
+            raise InputError(f"unknown optimizer {self.optimizer!r}: expected adam or clippedadam")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}: expected constant or cosine")
+            raise InputError(f"unknown lr schedule {self.lr_schedule!r}: expected constant or cosine")
         if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {self.patience}")
+            raise InputError(f"patience must be a positive integer, got {self.patience}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
+            raise InputError(f"val-fraction must be in (0, 1), got {self.val_fraction}")
         make_elbo(self.elbo)  # validates the name
         make_objective(self.objective, self.elbo, self.num_particles)
         if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
-            raise ValueError(f"warmup-epochs must be a non-negative integer, got {self.warmup_epochs}")
+            raise InputError(f"warmup-epochs must be a non-negative integer, got {self.warmup_epochs}")
         KLSchedule(self.beta, 0, self.kl_schedule)  # validates beta and the schedule's name
         if not (self.free_bits >= 0 and math.isfinite(self.free_bits)):
-            raise ValueError(f"free-bits must be a non-negative number of nats, got {self.free_bits}")
+            raise InputError(f"free-bits must be a non-negative number of nats, got {self.free_bits}")
         if self.free_bits and (self.objective != "elbo" or self.elbo == "enum" or self.num_particles != 1):
-            raise ValueError("free-bits needs the ELBO objective with one particle (not --objective iwae/renyi, "
+            raise InputError("free-bits needs the ELBO objective with one particle (not --objective iwae/renyi, "
                              "--elbo enum or --num-particles > 1)")
 
 
@@ -141,6 +143,18 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=settings.lr, fused=True)
     except (RuntimeError, ValueError):  # fused Adam not available for this device/dtype
         return torch.optim.Adam(params, lr=settings.lr)
+
+
+def _set_peak_lr(opt, sched, lr: float) -> None:
+    """After a resume with another ``--lr``: the schedule goes on from its step with the new peak
+    learning rate (nothing changes when the peak is the same, so resume stays bit-exact)."""
+    if all(base == lr for base in sched.base_lrs):
+        return
+    sched.base_lrs = [lr for _ in opt.param_groups]
+    factor = sched.lr_lambdas[0](sched.last_epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr * factor
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
 def _make_schedule(opt, settings: TrainSettings, steps_per_epoch: int):
@@ -184,12 +198,12 @@ def check_free_bits(vae, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
     """Raise a ``ValueError`` if free bits cannot apply to ``vae`` (its guide or prior does not
     factorize over the latent dimensions), trying its guide on one datum ``x`` (labels ``y``)."""
     if not hasattr(vae, "free_bits"):
-        raise ValueError(f"free-bits is for the VAE, not for {type(vae).__name__}")
+        raise InputError(f"free-bits is for the VAE, not for {type(vae).__name__}")
     q = vae.guide_dist(x, y)
     try:
         kl_per_dimension(q, vae.prior(), q.sample())
     except ValueError as e:
-        raise ValueError(f"free-bits cannot be used with this model: {e}") from None
+        raise InputError(f"free-bits cannot be used with this model: {e}") from None
 
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
@@ -229,7 +243,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     rank, world = distributed.rank_world()
     torch.manual_seed(settings.seed + rank)  # the ELBO's draws differ between processes
     if settings.batch_size % world:
-        raise ValueError(f"batch-size {settings.batch_size} must be divisible by the number of processes ({world})")
+        raise InputError(f"batch-size {settings.batch_size} must be divisible by the number of processes ({world})")
     local_batch = settings.batch_size // world
     if settings.patience is not None:
         train_x, val_x = split_validation(train_x, settings.val_fraction, settings.seed)
@@ -272,6 +286,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        _set_peak_lr(opt, sched, settings.lr)
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
@@ -312,9 +327,12 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                     loss.backward()
                 value = loss.item()
                 if not distributed.all_finite(value, world):
+                    how = ("resume with a lower lr (fit(..., resume=True) and TrainSettings(lr=...))" if run_dir is None
+                           else f"continue with a lower --lr: pyro-gen train --out {run_dir} --resume "
+                                f"--lr {settings.lr / 10:.3g}")
                     raise TrainingError(
                         f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
-                        f"checkpoint (epoch {epoch}) is kept: resume with --resume and a lower --lr")
+                        f"checkpoint (epoch {epoch}) is kept: {how}")
                 if settings.optimizer == "clippedadam":
                     torch.nn.utils.clip_grad_norm_(vae.parameters(), settings.clip_norm)
                 opt.step()
@@ -341,8 +359,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 vae.train()
             if epoch_metrics is not None:
                 vae.eval()
-                with torch.no_grad():
-                    row.update(epoch_metrics(vae, x_val))
+                row.update(_epoch_extras(epoch_metrics, vae, x_val, epoch + 1, rank == 0))
                 vae.train()
             history.append(row)
             watched = row.get("val_elbo", row["train_elbo"])
@@ -378,6 +395,22 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     return FitResult(history=history,
                      checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,
                      stopped_early=stopped_early)
+
+
+def _epoch_extras(epoch_metrics: Callable[..., dict], vae, x_val, epoch: int, say: bool) -> dict:
+    """``epoch_metrics(vae, x_val)`` without gradients. A diagnostic never ends a run: if it
+    raises, the epoch's row gets ``diagnostics_error`` ("Type: message"), one warning line goes to
+    standard error, and training goes on."""
+    try:
+        with torch.no_grad():
+            return epoch_metrics(vae, x_val)
+    except Exception as e:  # noqa: BLE001 -- any failure of an optional measurement
+        what = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        if say:
+            from tqdm.auto import tqdm
+            tqdm.write(f"pyro-gen: warning: the diagnostics of epoch {epoch} failed ({what}); training goes on "
+                       "(the epoch's row in metrics.jsonl has diagnostics_error)", file=sys.stderr)
+        return {"diagnostics_error": what}
 
 
 def _labels(y) -> Optional[torch.Tensor]:

@@ -102,7 +102,8 @@ CASES = {
     "resume-without-out": (lambda r, f, t: ["train", "--resume"], "--resume needs --out"),
     # run directories
     "existing-run": (lambda r, f, t: ["train", "--out", str(r)], "already holds a run"),
-    "resume-changes-lr": (lambda r, f, t: ["train", "--out", str(r), "--resume", "--lr", "0.1"], "cannot change --lr"),
+    "resume-changes-model": (lambda r, f, t: ["train", "--out", str(r), "--resume", "--latent-dim", "3"],
+                             "cannot change --latent-dim"),
     "missing-run": (lambda r, f, t: ["evaluate", str(t / "nowhere")], "no such run directory"),
     "wrong-image-size": (lambda r, f, t: ["evaluate", str(r), "--data", str(f / "small16.npz")], "do not fit this run"),
     "truncated-checkpoint": (lambda r, f, t: ["evaluate", str(_copy(r, t / "c", lambda d: _truncate(d / "checkpoint.pt")))],

@@ -103,7 +103,7 @@ def test_bad_files_and_runs_exit_2(tmp_path, trained, capsys):
         (["evaluate", str(tmp_path / "nowhere")], "no such run directory"),
         (["sample", str(trained), "-n", "4", "-o", str(tmp_path / "x.jpg")], ".png or .npy"),
         (["train", "--out", str(trained), "--epochs", "1"], "already holds a run"),
-        (["train", "--out", str(trained), "--resume", "--lr", "0.1"], "cannot change --lr"),
+        (["train", "--out", str(trained), "--resume", "--latent-dim", "3"], "cannot change --latent-dim"),
     ]
     before = _snapshot(trained)
     for argv, phrase in cases:

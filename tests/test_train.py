@@ -67,7 +67,7 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(mnist, tm
             with torch.no_grad():
                 vae.decoder.net[0].weight.fill_(float("nan"))
 
-    with pytest.raises(TrainingError, match=r"epoch 2, step 1.*--resume.*lower --lr"):
+    with pytest.raises(TrainingError, match=r"epoch 2, step 1.*lower --lr: pyro-gen train --out .* --resume --lr "):
         fit(vae, _data(mnist), _settings(), run_dir=tmp_path, progress=False, on_epoch=poison)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1

@@ -1,7 +1,9 @@
 """The ``pyro-gen`` command line: parses, calls the library, prints.
 
 Exit codes: 0 on success, 2 on bad usage or bad input (one line on standard error naming the
-problem), 1 when training fails (e.g. a non-finite loss), 130 when interrupted.
+problem: :class:`~pyro_gen.errors.InputError` and its kinds), 1 when training fails (e.g. a
+non-finite loss) or on an internal error (one line naming the exception's type and a file
+holding the full traceback), 130 when interrupted.
 
 The commands live one per module: ``pyro_gen.cli.train`` (``train``, the GAN branch included),
 ``pyro_gen.cli.evaluate`` (``evaluate`` and ``sample``), ``pyro_gen.cli.diagnose`` and
@@ -13,11 +15,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
-from ..checkpoint import RunError
-from ..data import DataError
+from ..errors import InputError
 from ..train import TrainingError
 # the model names, flag tables and cmd_* functions stay importable from pyro_gen.cli, as before the split
 from ._common import MODEL_FLAGS, UsageError, _Parser, refuse_under_torchrun  # noqa: F401
@@ -62,7 +67,8 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_glue_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_glue_negative_values(argv))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -70,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command != "train":  # train refuses torchrun itself for the GAN
             refuse_under_torchrun(args.command)
         return COMMANDS[args.command](args)
-    except (UsageError, DataError, RunError, ValueError) as e:
+    except InputError as e:  # UsageError, DataError, RunError and the library's own checks
         print(f"pyro-gen {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except TrainingError as e:
@@ -80,3 +86,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"pyro-gen {args.command}: interrupted; the last complete epoch is saved (continue with --resume)",
               file=sys.stderr)
         return 130
+    except Exception as e:  # a defect, not the user's input: say so, keep the traceback
+        where = _write_traceback(args, argv)
+        first = " ".join(str(e).split())[:300]
+        print(f"pyro-gen {args.command}: internal error ({type(e).__name__}: {first}); this is a bug in pyro_gen "
+              f"or in a module it loaded, not a problem with your input. Full traceback: {where}", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(args, argv: List[str]) -> str:
+    """Write the current exception's traceback to ``RUN_DIR/error-COMMAND.txt`` when the command
+    names a run directory that exists, else to a file in the temporary folder; returns its path."""
+    text = (f"pyro-gen {' '.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
+            + traceback.format_exc())
+    folder = getattr(args, "out", None) or getattr(args, "run_dir", None)
+    if folder is not None and Path(folder).is_dir():
+        path = Path(folder) / f"error-{args.command}.txt"
+        try:
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix=f"pyro-gen-{args.command}-error-", suffix=".txt")
+    with open(fd, "w") as f:
+        f.write(text)
+    return name

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..checkpoint import CONFIG
+from .._spec import canonical_spec
+from ..errors import InputError
 from .._spec import spec_usage
 from ..guides import GUIDES
 from ..likelihoods import LIKELIHOODS
@@ -16,7 +18,7 @@ from ..nets import ACTIVATIONS, NETWORKS
 from ..priors import PRIORS
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Bad flags or flag values."""
 
 
@@ -92,3 +94,71 @@ def _run_kind(run_dir: Path) -> Optional[str]:
         return config.get("model_kind") if isinstance(config, dict) else None
     except (OSError, ValueError):
         return None
+
+
+#: Settings that ``--resume`` may change, because they change neither the model nor the data: the
+#: number of epochs, the learning rates, and the patience of early stopping (between two values; turning
+#: early stopping on or off would move images between the training and the held-out split).
+RESUMABLE = ("epochs", "lr", "d_lr", "patience")
+
+
+def _same(name: str, stored, given) -> bool:
+    """Whether a flag's value means what the run stored (specs compared by meaning, data files by path)."""
+    if name in ("prior", "guide"):
+        table = PRIORS if name == "prior" else GUIDES
+        try:
+            return canonical_spec(str(stored), table, name) == canonical_spec(str(given), table, name)
+        except ValueError:
+            return stored == given
+    if name == "hidden":
+        return stored is not None and tuple(stored) == tuple(given)
+    if name in ("data", "data_root") and stored is not None and given is not None:
+        a, b = Path(str(stored)), Path(str(given))
+        if a.exists() and b.exists():
+            return a.resolve() == b.resolve()
+        return str(stored) == str(given)
+    if isinstance(stored, float) or isinstance(given, float):
+        try:
+            return float(stored) == float(given)
+        except (TypeError, ValueError):
+            return False
+    return stored == given
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def resume_changes(run_dir, given: dict, stored: dict, flags: dict) -> dict:
+    """Check the flags of ``--resume`` against the run's configuration.
+
+    :param run_dir: the run (for the message).
+    :param given: the flags given on the command line, by setting name.
+    :param stored: the run's value of each of these settings (``None`` when it has none).
+    :param flags: the command-line flag of each setting name, for the message.
+    :returns: ``{name: (stored, given)}`` for the settings of :data:`RESUMABLE` that change.
+    :raises UsageError: naming every other flag whose value differs, with both values.
+    """
+    changes, refused = {}, []
+    for name, value in given.items():
+        old = stored.get(name)
+        if _same(name, old, value):
+            continue
+        if name in RESUMABLE and not (name == "patience" and (old is None) != (value is None)):
+            changes[name] = (old, value)
+        else:
+            refused.append(f"{flags[name]} (the run has {_show(old)}, the command gives {_show(value)})")
+    if refused:
+        raise UsageError(f"--resume continues {run_dir} as it was configured; it cannot change "
+                         f"{'; '.join(refused)}. Only {', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} "
+                         "may change on resume")
+    return changes
+
+
+def record_resume(config: dict, epoch: int, changes: dict) -> None:
+    """Note in ``config`` (under ``"resumed"``) the settings a resume changed and at which epoch."""
+    if changes:
+        config.setdefault("resumed", []).append(
+            {"after_epoch": epoch, "changed": {k: [old, new] for k, (old, new) in changes.items()}})

@@ -46,9 +46,12 @@ def cmd_diagnose(args) -> int:
                      progress=not quiet, log=log)
     if args.json:
         print(json.dumps(d.to_dict(), sort_keys=True))
-        return 0
-    for v in d.verdicts:
-        print(f"[{v.status:>7}] {v.check}: {v.advice if v.status == 'n/a' else v.value}")
-    print(f"done in {d.seconds.get('total', 0):.1f} s: report {args.run_dir / 'report.html'}, numbers "
-          f"{args.run_dir / 'diagnostics.json'}, posterior draws {args.run_dir / 'posterior.nc'}")
-    return 0
+    else:
+        for v in d.verdicts:
+            print(f"[{v.status:>7}] {v.check}: {v.advice if v.status == 'n/a' else v.value}")
+        print(f"done in {d.seconds.get('total', 0):.1f} s: report {args.run_dir / 'report.html'}, numbers "
+              f"{args.run_dir / 'diagnostics.json'}, posterior draws {args.run_dir / 'posterior.nc'}")
+    for part, error in d.failures.items():
+        print(f"pyro-gen diagnose: {part} failed ({error}); everything else is saved "
+              f"(diagnostics.json says which parts are missing)", file=sys.stderr)
+    return 1 if d.failures else 0

@@ -19,7 +19,7 @@ from ..objectives import ELBOS, KL_SCHEDULES, OBJECTIVES
 from ..priors import PRIORS
 from ..train import TrainSettings
 from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
-                      _positive_int, _run_kind, refuse_under_torchrun)
+                      _positive_int, _run_kind, record_resume, refuse_under_torchrun, resume_changes)
 
 #: ``--model`` names -> the guide family that makes them.
 MODELS = {"vae": "diagonal", "ae": "delta", "cvae": "diagonal", "ssvae": "diagonal"}
@@ -114,8 +114,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         train.add_argument(flag, **kw)
     for flag, _, kw in MODEL_FLAGS + TRAIN_FLAGS:
         train.add_argument(flag, **kw)
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                       "(only --epochs may change)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
+                       "or start it if --out holds none yet: the same command line is safe to re-run after any kill. "
+                       "Flags may repeat the run's values; only --epochs, --lr, --d-lr and --patience may change")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -197,6 +198,47 @@ def _fit_inputs(config: dict, ds, c_train, c_test):
     return ds.train_x, None, None
 
 
+def _resuming(args) -> bool:
+    """Whether ``--resume`` continues a run: ``--out`` holds one. Without a run there, ``--resume``
+    starts it with the flags given, so one command line can be re-run after any kill."""
+    if not args.resume:
+        return False
+    if (args.out / CONFIG).exists():
+        return True
+    print(f"pyro-gen train: {args.out} holds no run yet: starting it (the same command continues it later)",
+          file=sys.stderr)
+    return False
+
+
+def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
+    """The settings ``--resume`` changes (``{name: (stored, new)}``); refuses any flag that would
+    change the model or the data (:func:`~pyro_gen.cli._common.resume_changes`)."""
+    given, stored, flags = {}, {}, {}
+
+    def add(name, flag, value, old):
+        given[name], stored[name], flags[name] = value, old, flag
+
+    data, ssvae = config.get("data", {}), config.get("ssvae") or {}
+    if args.data is not None:
+        add("data", "--data", args.data, data.get("spec"))
+    if args.data_root is not None:
+        add("data_root", "--data-root", str(args.data_root), data.get("root"))
+    if args.model is not None:
+        add("model", "--model", args.model, config.get("model_kind"))
+    if args.labels_per_class is not None:
+        add("labels_per_class", "--labels-per-class", args.labels_per_class, ssvae.get("labels_per_class"))
+    for flag, key, _ in SSVAE_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            add("ssvae_" + key, flag, getattr(args, flag[2:].replace("-", "_")), ssvae.get(key))
+    for flag, key, _ in MODEL_FLAGS:
+        if key in given_kw:
+            add(key, flag, given_kw[key], config["model"].get(key))
+    for flag, key, _ in list(settings_flags) + [f for f in TRAIN_FLAGS if f[1] in ("epochs", "batch_size", "lr", "seed")]:
+        if key in given_kw and key not in given:
+            add(key, flag, given_kw[key], config["train"].get(key))
+    return resume_changes(args.out, given, stored, flags)
+
+
 def _warn_collapse(row: dict) -> None:
     """One line on standard error when the posterior-collapse flag of an epoch fires."""
     from tqdm.auto import tqdm
@@ -237,17 +279,14 @@ def _cmd_train_gan(args) -> int:
         raise UsageError(f"--model gan cannot take {', '.join(bad)}: these configure the VAE's likelihood training")
     gan_kw = _explicit(args, GAN_FLAGS)
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
-    if args.resume:
-        changed = [f for f, v in [("--data", args.data), ("--data-root", args.data_root),
-                                  ("--model", None if args.model == "gan" else args.model)] if v is not None] + \
-                  ["--gan-loss" if k == "loss" else "--" + k.replace("_", "-") for k in {**model_kw, **gan_kw}
-                   if k != "epochs"]
-        if changed:
-            raise UsageError(f"--resume continues {args.out} as it was configured; it cannot change {', '.join(changed)}")
+    resuming = _resuming(args)
+    if resuming:
         run = load_gan_run(args.out)
         config, spec, run_dir = run.config, run.spec, args.out
+        changes = _check_resume(args, config, {**model_kw, **gan_kw}, GAN_FLAGS)
         settings = GANSettings(**{**asdict(run.settings), **gan_kw})
         config["train"] = asdict(settings)
+        record_resume(config, len(run.history), changes)
         ds = run.load_data()
     else:
         run_dir = args.out or Path("runs") / f"gan-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -265,7 +304,8 @@ def _cmd_train_gan(args) -> int:
     print(f"training a gan ({settings.loss}) on {config['data']['spec']} ({len(ds.train_x)} grey-level train images "
           f"of shape {ds.image_shape}) for {settings.epochs} epochs -> {run_dir}", file=sys.stderr)
     t0 = time.perf_counter()
-    result = fit_gan(gan, ds.train_x, settings, run_dir=run_dir, resume=args.resume, progress=not args.quiet)
+    result = fit_gan(gan, ds.train_x, settings, run_dir=run_dir, resume=resuming and (run_dir / CHECKPOINT).exists(),
+                     progress=not args.quiet)
     seconds = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(settings.seed)
     plot_images(gan.sample(100, generator=gen).numpy(), run_dir / "samples.png", title="Samples G(z), z ~ N(0, I)")
@@ -283,7 +323,9 @@ def cmd_train(args) -> int:
     from ..train import fit
     from ..vae import ModelSpec
 
-    if args.model == "gan" or (args.resume and args.out is not None and _run_kind(args.out) == "gan"):
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out RUN_DIR, the run to continue (or to start, if it holds none yet)")
+    if args.model == "gan" or (args.resume and _run_kind(args.out) == "gan"):
         return _cmd_train_gan(args)
     gan_flags = [flag for flag, name, _ in GAN_FLAGS if name in _explicit(args, GAN_FLAGS)]
     if gan_flags:
@@ -292,18 +334,12 @@ def cmd_train(args) -> int:
     from .. import distributed
     distributed.setup()  # under torchrun: join the other processes
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
-    if args.resume:
-        if args.out is None:
-            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
-        changed = [f for f, v in [("--data", args.data), ("--model", args.model), ("--data-root", args.data_root),
-                                  ("--labels-per-class", args.labels_per_class)]
-                   if v is not None] + ["--" + k.replace("_", "-") for k in {**model_kw, **train_kw} if k != "epochs"] \
-            + [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
-        if changed:
-            raise UsageError(f"--resume continues {args.out} as it was configured; it cannot change {', '.join(changed)}")
+    resuming = _resuming(args)
+    if resuming:
         # a run killed before its first epoch ended has no checkpoint yet: it starts again
         run = load_run(args.out, require_checkpoint=False)
         config, spec = run.config, run.spec
+        changes = _check_resume(args, config, {**model_kw, **train_kw}, TRAIN_FLAGS)
         settings = TrainSettings(**{**config["train"], **train_kw})
         run_dir = args.out
     else:
@@ -313,9 +349,9 @@ def cmd_train(args) -> int:
             raise UsageError(f"{run_dir} already holds a run: continue it with --resume or choose another --out")
         settings = TrainSettings(**_labelled_train_kw(args, model, train_kw))
         data_spec = args.data or "mnist-10k"
-    likelihood = model_kw.get("likelihood", "bernoulli") if not args.resume else spec.likelihood
-    ds = (run.load_data() if args.resume else load_data(data_spec, likelihood=likelihood, root=args.data_root))
-    if not args.resume:
+    likelihood = model_kw.get("likelihood", "bernoulli") if not resuming else spec.likelihood
+    ds = (run.load_data() if resuming else load_data(data_spec, likelihood=likelihood, root=args.data_root))
+    if not resuming:
         condition_dim, condition = _condition(model, ds, data_spec)
         spec = ModelSpec(image_shape=ds.image_shape, condition_dim=condition_dim, **model_kw)
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model, condition=condition)
@@ -334,10 +370,11 @@ def cmd_train(args) -> int:
         check_free_bits(vae, x_test[:1], None if y_cond is None else y_cond[:1])
     distributed.barrier()  # every process has checked the run directory before any writes to it
     if distributed.is_main():
-        if not args.resume:
+        if not resuming:
             run_dir.mkdir(parents=True, exist_ok=True)
         else:
             config["train"] = asdict(settings)
+            record_resume(config, len(run.history), changes)
         write_json(run_dir / CONFIG, config)
     distributed.barrier()
     if distributed.is_main():
@@ -351,7 +388,7 @@ def cmd_train(args) -> int:
     train_x, train_y, val_y = _fit_inputs(config, ds, c_train, c_test)
     result = fit(vae, train_x, settings, train_y=train_y, val_y=val_y,
                  val_x=x_test.numpy() if settings.patience is None else None,
-                 run_dir=run_dir, resume=args.resume and (run_dir / CHECKPOINT).exists(), progress=not args.quiet,
+                 run_dir=run_dir, resume=resuming and (run_dir / CHECKPOINT).exists(), progress=not args.quiet,
                  epoch_metrics=_epoch_metrics(config["model_kind"], x_test, y_test))
     seconds = time.perf_counter() - t0
     if not distributed.is_main():

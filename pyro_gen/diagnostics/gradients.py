@@ -24,6 +24,7 @@ import torch
 
 from ..objectives import make_elbo, training_loss
 from .latent import is_point_mass
+from ..errors import InputError
 
 __all__ = ["GradientNoise", "gradient_noise", "parameter_groups", "point_mass_note"]
 
@@ -73,7 +74,7 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
     :returns: one :class:`GradientNoise` per group with parameters (none for a model without any).
     """
     if repeats < 2:
-        raise ValueError(f"repeats must be at least 2, got {repeats}")
+        raise InputError(f"repeats must be at least 2, got {repeats}")
     objective = make_elbo(elbo, num_particles)
     groups = parameter_groups(vae)
     params = [p for ps in groups.values() for p in ps]

@@ -30,6 +30,7 @@ import torch
 from .._progress import progress_bar
 
 from ..evaluate import MAX_DECODED, log_weights
+from ..errors import InputError
 
 __all__ = ["log_weight_matrix", "IWAECurve", "iwae_curve", "default_ks", "pareto_k", "KHAT_GOOD", "KHAT_BAD"]
 
@@ -116,7 +117,7 @@ def iwae_curve(log_w: torch.Tensor, ks: Optional[Sequence[int]] = None) -> IWAEC
     n, k_max = log_w.shape
     ks = default_ks(k_max) if ks is None else [int(k) for k in ks]
     if not ks or min(ks) < 1 or max(ks) > k_max:
-        raise ValueError(f"each K must be in 1..{k_max}, got {ks}")
+        raise InputError(f"each K must be in 1..{k_max}, got {ks}")
     bound, se, groups, gain, gain_se = [], [], [], [], []
     elbo = _group_bounds(log_w, 1)
     sem = (lambda v: float(v.std() / math.sqrt(n))) if n > 1 else (lambda v: float("nan"))

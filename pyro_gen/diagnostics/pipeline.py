@@ -26,6 +26,7 @@ from .importance import KHAT_BAD, IWAECurve, iwae_curve, log_weight_matrix, pare
 from .latent import (POINT_MASS_NOTE, LatentDiagnostics, is_point_mass, latent_diagnostics, posterior_means,
                      unsupported_reason)
 from .verdicts import Verdict, make_verdicts
+from ..errors import InputError
 
 __all__ = ["Diagnosis", "diagnose", "diagnose_run", "to_jsonable", "FIGURES"]
 
@@ -64,6 +65,8 @@ class Diagnosis:
     :param test_index: the test images used for the IWAE curve, k-hat and the posterior draws.
     :param gap_index: the test images of the amortization-gap sample (a subset of ``test_index``).
     :param notes: per part, why it is missing or how it was restricted.
+    :param failures: the parts (computations or output files) that failed, with the error; the
+        others were computed and written.
     """
 
     settings: dict
@@ -80,6 +83,7 @@ class Diagnosis:
     seconds: Dict[str, float] = field(default_factory=dict)
     verdicts: List[Verdict] = field(default_factory=list)
     figures: Dict[str, str] = field(default_factory=dict)
+    failures: Dict[str, str] = field(default_factory=dict)
     run_dir: str = ""
 
     def to_dict(self) -> dict:
@@ -97,7 +101,8 @@ class Diagnosis:
             "pareto_k": khat, "log_px_per_datum": self.log_px,
             "gap": dict(self.gap.to_dict(), test_index=self.gap_index.tolist()),
             "gradients": [g.to_dict() for g in self.gradients], "notes": self.notes, "seconds": self.seconds,
-            "verdicts": [v.to_dict() for v in self.verdicts], "figures": self.figures, "run_dir": self.run_dir})
+            "verdicts": [v.to_dict() for v in self.verdicts], "figures": self.figures, "run_dir": self.run_dir,
+            "failures": self.failures})
 
 
 def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = None, elbo: str = "trace",
@@ -140,34 +145,38 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
                            f"{len(x_test)} test images (evenly spaced), to bound the cost.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        log_w = None
-        if is_point_mass(vae):
-            notes["importance"] = "IWAE bound, log p(x) and PSIS k-hat: " + POINT_MASS_NOTE
-        else:
-            t = time.perf_counter()
+
+        def importance():
+            if is_point_mass(vae):
+                notes["importance"] = "IWAE bound, log p(x) and PSIS k-hat: " + POINT_MASS_NOTE
+                return
             say(f"importance sampling: {k_max} draws for each of {len(idx)} test images")
             log_w = log_weight_matrix(vae, x, k_max, progress=progress)
             d.iwae = iwae_curve(log_w)
             d.log_px = (torch.logsumexp(log_w.double(), 1) - math.log(k_max)).numpy()
-            seconds["importance_sampling"] = time.perf_counter() - t
             if k_max >= 100:
                 t = time.perf_counter()
                 d.khat = pareto_k(log_w)
                 seconds["pareto_k"] = time.perf_counter() - t
             else:
                 notes["pareto_k"] = f"PSIS k-hat needs at least 100 importance samples per image (--k-max {k_max})"
+
+        _guarded(d, "importance_sampling", importance)
         gsel = _evenly(len(idx), gap_points)
         d.gap_index = idx[gsel]
-        t = time.perf_counter()
-        say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
-        d.gap = amortization_gap(vae, x[torch.as_tensor(gsel)], steps=gap_steps, log_px_samples=k_max,
-                                 eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
-        seconds["amortization_gap"] = time.perf_counter() - t
-        t = time.perf_counter()
-        note = point_mass_note(vae)
-        if note:
-            notes["gradients"] = note
-        else:
+
+        def gap():
+            say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
+            d.gap = amortization_gap(vae, x[torch.as_tensor(gsel)], steps=gap_steps, log_px_samples=k_max,
+                                     eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
+
+        _guarded(d, "amortization_gap", gap)
+
+        def gradients():
+            note = point_mass_note(vae)
+            if note:
+                notes["gradients"] = note
+                return
             source = x_train if x_train is not None else x_test
             say(f"gradient noise: {grad_repeats} gradients of the '{elbo}' objective on "
                 f"{min(grad_batch, len(source))} images")
@@ -175,8 +184,21 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
                                          repeats=grad_repeats, seed=seed + 2)
             if not d.gradients:
                 notes["gradients"] = "the model has no trainable parameters"
-        seconds["gradients"] = time.perf_counter() - t
+
+        _guarded(d, "gradients", gradients)
     return d
+
+
+def _guarded(d: "Diagnosis", name: str, compute: Callable[[], None]) -> None:
+    """Run one part of the diagnosis; if it fails, record why in ``d.failures[name]`` and
+    ``d.notes[name]`` and go on: one failed part never loses the others."""
+    t = time.perf_counter()
+    try:
+        compute()
+    except Exception as e:  # noqa: BLE001 -- any failure of one part
+        d.failures[name] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        d.notes[name] = f"failed ({d.failures[name]}); the other parts were computed"
+    d.seconds[name] = d.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
 def _traversal_images(vae, x_test: torch.Tensor, means: torch.Tensor, activity: np.ndarray, kl_dim, base: int):
@@ -282,7 +304,7 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     vae = run.vae
     reason = unsupported_reason(vae)
     if reason:
-        raise ValueError(f"{run.path}: {reason}")
+        raise InputError(f"{run.path}: {reason}")
     ds = run.load_data(data)
     x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
     x_train = torch.as_tensor(ds.train_x[:128])
@@ -298,26 +320,38 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     d.verdicts = make_verdicts(summary, run.history)
 
     t = time.perf_counter()
-    say("writing posterior.nc, figures and report.html")
-    sel = torch.as_tensor(d.test_index[:posterior_points])
-    per_datum = {}
-    if d.khat is not None:
-        per_datum["pareto_k"] = d.khat[:posterior_points]
-    if d.log_px is not None:
-        per_datum["log_px"] = d.log_px[:posterior_points]
-    with torch.no_grad():
-        idata = posterior_data(vae, x_test[sel], d.test_index[:posterior_points],
-                               None if y_test is None else y_test[d.test_index[:posterior_points]],
-                               num_draws=posterior_draws, per_datum=per_datum, seed=seed,
-                               attrs={"pyro_gen_run": str(run.path), "guide": run.spec.guide,
-                                      "note": "z drawn from the guide q(z|x) of each test image"})
-    _arviz.to_netcdf(idata, out_dir / "posterior.nc")
-    d.figures = write_figures(vae, d, run.history, x_test, y_test, out_dir)
     d.run_dir = str(run.path)
+    _write_summary(d, out_dir, t_all)  # what was computed is saved before any optional output
+
+    def posterior():
+        sel = torch.as_tensor(d.test_index[:posterior_points])
+        per_datum = {}
+        if d.khat is not None:
+            per_datum["pareto_k"] = d.khat[:posterior_points]
+        if d.log_px is not None:
+            per_datum["log_px"] = d.log_px[:posterior_points]
+        with torch.no_grad():
+            idata = posterior_data(vae, x_test[sel], d.test_index[:posterior_points],
+                                   None if y_test is None else y_test[d.test_index[:posterior_points]],
+                                   num_draws=posterior_draws, per_datum=per_datum, seed=seed,
+                                   attrs={"pyro_gen_run": str(run.path), "guide": run.spec.guide,
+                                          "note": "z drawn from the guide q(z|x) of each test image"})
+        _arviz.to_netcdf(idata, out_dir / "posterior.nc")
+
+    def figures():
+        d.figures = write_figures(vae, d, run.history, x_test, y_test, out_dir)
+
+    say("writing figures, report.html and posterior.nc")
+    _guarded(d, "figures", figures)
+    _guarded(d, "report.html", lambda: write_report(out_dir / "report.html", d.to_dict(), run, figures_dir=out_dir))
+    _guarded(d, "posterior.nc", posterior)
     d.seconds["outputs"] = time.perf_counter() - t
-    d.seconds["total"] = time.perf_counter() - t_all
-    summary = d.to_dict()
-    data_bytes = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write(out_dir / "diagnostics.json", lambda f: f.write(data_bytes))
-    write_report(out_dir / "report.html", summary, run, figures_dir=out_dir)
+    _write_summary(d, out_dir, t_all)
     return d
+
+
+def _write_summary(d: Diagnosis, out_dir: Path, t_all: float) -> None:
+    """Write ``diagnostics.json`` atomically (the total time so far included)."""
+    d.seconds["total"] = time.perf_counter() - t_all
+    data_bytes = (json.dumps(d.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(out_dir / "diagnostics.json", lambda f: f.write(data_bytes))

@@ -176,7 +176,8 @@ def _gap(gap: dict) -> List[Verdict]:
 def _gradients(grads: List[dict], note: str) -> List[Verdict]:
     if note or not grads:
         return [Verdict("Gradient noise (Rainforth et al. 2018)", "n/a", "-", "-", note or "not measured")]
-    parts = ", ".join(f"{g['group']} median SNR {g['median_snr']:.2f}" for g in grads)
+    parts = ", ".join(f"{g['group']} median SNR " + ("n/a" if g["median_snr"] is None else f"{g['median_snr']:.2f}")
+                      for g in grads)  # None: not finite (a group whose gradient does not vary)
     return [Verdict("Gradient noise (Rainforth et al. 2018)", "note", parts,
                     "SNR = |E g| / sd(g) per parameter, Monte Carlo noise only",
                     "An SNR well below 1 means a single step's gradient for that parameter is mostly noise; "
