@@ -45,10 +45,10 @@ def _raw_psislw():
         return lambda a: fn(a, reff=1.0)
     try:  # arviz 1.x
         from arviz_stats.base import array_stats
-    except ImportError as e:  # pragma: no cover - depends on the installed ArviZ
+    except ImportError as e:  # neither line's PSIS: an ArviZ this shim does not know
         raise ImportError("no PSIS implementation found: expected arviz.psislw (arviz < 1) or "
                           "arviz_stats.base.array_stats.psislw (arviz >= 1)") from e
-    return lambda a: array_stats.psislw(a, r_eff=1.0, axis=-1)  # pragma: no cover
+    return lambda a: array_stats.psislw(a, r_eff=1.0, axis=-1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,22 +67,59 @@ def _psis_sign() -> Tuple[object, float]:
     return raw, 1.0 if k_plus > 0.5 else -1.0
 
 
+#: Log weights whose finite values all lie within this many nats of each other are constant to
+#: working precision: the weights differ by less than 0.1 %, the proposal is the target, and there
+#: is no tail to fit (the backends then return NaN, inf or raise, differently in each ArviZ line).
+FLAT_SPREAD = 1e-3
+
+
 def psislw(log_weights: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Pareto-smoothed importance sampling (Vehtari et al. 2024) along the last axis.
+
+    The same answer on every ArviZ line for the rows a backend cannot fit, decided here on
+    purpose rather than left to the backend:
+
+    * weights constant to working precision (finite log weights within :data:`FLAT_SPREAD` nats
+      of each other): :math:`\\hat k = -\\infty`, a perfect proposal; the smoothed weights are uniform;
+    * a log weight of :math:`+\\infty`: :math:`\\hat k = +\\infty` (one draw carries all the weight);
+    * a NaN log weight: :math:`\\hat k` is NaN (the weights are undefined) and so are the smoothed weights;
+    * :math:`-\\infty` log weights (zero weights) are allowed and stay zero.
 
     :param log_weights: log importance ratios :math:`\\log p(x, z_s) - \\log q(z_s)`, shape
         ``(..., S)``.
     :returns: ``(smoothed, khat)``: the smoothed log weights (same shape, normalized so that they
         log-sum-exp to 0 along the last axis) and the Pareto shape estimates, shape ``(...)``.
     """
-    raw, sign = _psis_sign()
     lw = np.array(log_weights, dtype=np.float64, copy=True)
+    shape = lw.shape
+    rows = lw.reshape(-1, shape[-1])
+    smoothed = np.full_like(rows, np.nan)
+    khat = np.full(len(rows), np.nan)
+    has_nan = np.isnan(rows).any(-1)
+    has_posinf = np.isposinf(rows).any(-1)
+    finite = np.where(np.isfinite(rows), rows, np.nan)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns on k-hat > 0.7: we report it ourselves
-        smoothed, khat = raw(sign * lw)
-    smoothed = np.asarray(smoothed, dtype=np.float64)
-    smoothed = smoothed - np.logaddexp.reduce(smoothed, axis=-1, keepdims=True)
-    return smoothed, np.asarray(khat, dtype=np.float64)
+        warnings.simplefilter("ignore")  # all-NaN rows
+        spread = np.nanmax(finite, -1) - np.nanmin(finite, -1)
+    flat = ~has_nan & ~has_posinf & (np.nan_to_num(spread, nan=0.0) < FLAT_SPREAD)
+    khat[has_posinf & ~has_nan] = np.inf
+    for i in np.flatnonzero(has_posinf & ~has_nan):
+        smoothed[i] = np.where(np.isposinf(rows[i]), 0.0, -np.inf) - np.log(np.isposinf(rows[i]).sum())
+    for i in np.flatnonzero(flat):
+        ok = np.isfinite(rows[i])
+        smoothed[i] = np.where(ok, -np.log(max(ok.sum(), 1)), -np.inf)
+    khat[flat] = -np.inf
+    fit = ~has_nan & ~has_posinf & ~flat
+    if fit.any():
+        raw, sign = _psis_sign()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ArviZ warns on k-hat > 0.7: we report it ourselves
+            s, k = raw(sign * rows[fit])
+        s = np.asarray(s, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            smoothed[fit] = s - np.logaddexp.reduce(s, axis=-1, keepdims=True)
+        khat[fit] = np.asarray(k, dtype=np.float64).reshape(-1)
+    return smoothed.reshape(shape), khat.reshape(shape[:-1])
 
 
 def from_dict(groups: Mapping[str, Mapping[str, np.ndarray]], coords: Optional[Dict[str, Sequence]] = None,
@@ -101,10 +138,10 @@ def from_dict(groups: Mapping[str, Mapping[str, np.ndarray]], coords: Optional[D
         if API == "0.x":
             return az.from_dict(**{g: dict(v) for g, v in groups.items()}, coords=coords, dims=dims,
                                 attrs=attrs)
-        data = {g: dict(v) for g, v in groups.items()}  # pragma: no cover - arviz 1.x
-        group_attrs = {g: dict(attrs or {}) for g in data}  # pragma: no cover
-        group_attrs["/"] = dict(attrs or {})  # pragma: no cover
-        return az.from_dict(data, coords=coords, dims=dims, attrs=group_attrs)  # pragma: no cover
+        data = {g: dict(v) for g, v in groups.items()}  # arviz 1.x: one dict of groups, attrs per group
+        group_attrs = {g: dict(attrs or {}) for g in data}
+        group_attrs["/"] = dict(attrs or {})
+        return az.from_dict(data, coords=coords, dims=dims, attrs=group_attrs)
 
 
 def to_netcdf(data, path) -> None:
@@ -132,8 +169,8 @@ def from_netcdf(path):
         reader = getattr(az, "from_netcdf", None)
         if reader is not None:
             return reader(str(path))
-        import xarray  # pragma: no cover - arviz 1.x without from_netcdf
-        return xarray.open_datatree(str(path)).load()  # pragma: no cover
+        import xarray  # arviz 1.x without from_netcdf
+        return xarray.open_datatree(str(path)).load()
 
 
 def summary(data, var_names: Optional[Sequence[str]] = None):
@@ -142,5 +179,5 @@ def summary(data, var_names: Optional[Sequence[str]] = None):
         warnings.simplefilter("ignore")
         try:
             return az.summary(data, var_names=list(var_names) if var_names else None, kind="stats")
-        except TypeError:  # pragma: no cover - a summary without ``kind``
+        except TypeError:  # a summary without ``kind``
             return az.summary(data, var_names=list(var_names) if var_names else None)

@@ -15,14 +15,14 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["RunError", "FORMAT_VERSION", "atomic_write", "write_json", "read_json",
-           "save_checkpoint", "load_checkpoint", "resume_history", "append_jsonl", "read_jsonl", "write_jsonl",
+__all__ = ["RunError", "FORMAT_VERSION", "atomic_write", "attempt", "write_json", "read_json",
+           "save_checkpoint", "load_checkpoint", "resume_history", "read_jsonl", "write_jsonl",
            "CONFIG", "CHECKPOINT", "METRICS"]
 
 FORMAT_VERSION = 1
@@ -57,6 +57,18 @@ def atomic_write(path, write: Callable[[io.BufferedWriter], None]) -> None:
         raise
 
 
+def attempt(failures: Dict[str, str], name: str, work: Callable[[], Any]) -> bool:
+    """Run one optional part of an expensive command (a figure, a report, a NetCDF file); if it
+    fails, record ``"Type: message"`` under ``failures[name]`` and go on, so that a late failure
+    never loses what was computed before it. Returns whether it succeeded."""
+    try:
+        work()
+        return True
+    except Exception as e:  # noqa: BLE001 -- any failure of an optional part
+        failures[name] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return False
+
+
 def write_json(path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
@@ -78,11 +90,6 @@ def write_jsonl(path, rows: List[dict]) -> None:
     """Rewrite a JSON-lines file atomically with ``rows``."""
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     atomic_write(path, lambda f: f.write(data))
-
-
-def append_jsonl(path, row: dict) -> None:
-    """Append one row to a JSON-lines file (the whole file is rewritten atomically)."""
-    write_jsonl(path, read_jsonl(path) + [row])
 
 
 def read_jsonl(path) -> List[dict]:
@@ -146,9 +153,3 @@ def load_checkpoint(path) -> Dict[str, Any]:
         raise RunError(f"{path}: checkpoint format version {state['format_version']} is not supported "
                        f"by this pyro_gen (expects {FORMAT_VERSION})")
     return state
-
-
-def run_files(run_dir) -> Tuple[Path, Path, Path]:
-    """The paths of ``config.json``, ``checkpoint.pt`` and ``metrics.jsonl`` in a run directory."""
-    run_dir = Path(run_dir)
-    return run_dir / CONFIG, run_dir / CHECKPOINT, run_dir / METRICS

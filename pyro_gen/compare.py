@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG, METRICS, RunError, atomic_write, read_json, read_jsonl, write_json
+from .checkpoint import CONFIG, METRICS, RunError, atomic_write, attempt, read_json, read_jsonl, write_json
 from .data import load_data
 from .gan import GANRun, GANSettings, build_gan, fit_gan, gan_spec, load_gan_run
 from .metrics import ClassifierInfo, domain_classifier, embed, sample_quality_from_embeddings
@@ -213,6 +213,8 @@ class Comparison:
     num_classes: int
     wall_seconds: float
     out_dir: Optional[Path] = None
+    #: optional outputs that could not be written (name -> "Type: message"); the tables were
+    failures: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -334,9 +336,11 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     result = Comparison(rows=rows, data=data, classifier=info, budget_seconds=budget_seconds if models else None,
                         k=k, draws=draws, n_samples=n, nn_k=nn_k, num_classes=clf.num_classes,
                         wall_seconds=time.perf_counter() - t_start, out_dir=out)
-    if out is not None:
+    if out is not None:  # the tables first: a failing figure never loses the scores
         from .plots import plot_image_panels
-        plot_image_panels(panels, out / "samples.png", title=f"100 samples per model ({data})")
+        write_tables(result, out)
+        attempt(result.failures, "samples.png",
+                lambda: plot_image_panels(panels, out / "samples.png", title=f"100 samples per model ({data})"))
         result.wall_seconds = time.perf_counter() - t_start
         write_tables(result, out)
     return result

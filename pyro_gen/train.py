@@ -426,7 +426,3 @@ def _probe(x_all: torch.Tensor, y_all: Optional[torch.Tensor], binarize_once: bo
     if binarize_once:
         x = binarize(x, torch.Generator().manual_seed(seed))
     return x, None if y_all is None else y_all[:size]
-
-
-def settings_dict(settings: TrainSettings) -> dict:
-    return asdict(settings)

@@ -28,6 +28,7 @@ from ..train import TrainingError
 from ._common import MODEL_FLAGS, UsageError, _Parser, refuse_under_torchrun  # noqa: F401
 from .compare import COMPARE_MODEL_FLAGS, add_compare_parser, cmd_compare  # noqa: F401
 from .diagnose import add_diagnose_parser, cmd_diagnose
+from .doctor import add_doctor_parser, cmd_doctor
 from .evaluate import add_evaluate_parser, add_sample_parser, cmd_evaluate, cmd_sample
 from .train import GAN_FLAGS, LABELLED_MODELS, MODELS, TRAIN_FLAGS, add_train_parser, cmd_train  # noqa: F401
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyro-gen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_parser in (add_train_parser, add_evaluate_parser, add_sample_parser, add_diagnose_parser,
-                       add_compare_parser):
+                       add_compare_parser, add_doctor_parser):
         add_parser(sub)
     return parser
 
@@ -62,7 +63,7 @@ def _glue_negative_values(argv: List[str]) -> List[str]:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "diagnose": cmd_diagnose,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "doctor": cmd_doctor}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

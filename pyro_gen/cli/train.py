@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CHECKPOINT, CONFIG, write_json
+from ..checkpoint import CHECKPOINT, CONFIG, attempt, write_json
 from ..data import load_data
 from .._spec import parse_spec
 from ..guides import GUIDES
@@ -308,12 +308,15 @@ def _cmd_train_gan(args) -> int:
                      progress=not args.quiet)
     seconds = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(settings.seed)
-    plot_images(gan.sample(100, generator=gen).numpy(), run_dir / "samples.png", title="Samples G(z), z ~ N(0, I)")
     write_json(run_dir / "summary.json", {"train_seconds": seconds, "epochs": len(result.history),
                                           "loss": settings.loss})
+    failures = {}
+    attempt(failures, "samples.png", lambda: plot_images(gan.sample(100, generator=gen).numpy(), run_dir / "samples.png",
+                                                         title="Samples G(z), z ~ N(0, I)"))
+    _report_failures(failures)
     print(f"done in {seconds:.1f} s. Run saved in {run_dir}\n"
           f"next: pyro-gen sample {run_dir} -n 64 -o samples.png    pyro-gen compare --runs {run_dir}")
-    return 0
+    return 1 if failures else 0
 
 
 def cmd_train(args) -> int:
@@ -395,27 +398,37 @@ def cmd_train(args) -> int:
         return 0
     torch.manual_seed(settings.seed)
     test_elbo = float(elbo_per_datum(vae, x_test, num_draws=10, y=y_cond).mean())
-    plot_history(result.history, run_dir / "elbo_curve.png")
-    y_rec = None if y_cond is None else y_cond[:20]
-    plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], y=y_rec).numpy(),
-                         run_dir / "reconstructions.png")
-    gen = torch.Generator().manual_seed(settings.seed)
-    side = y_cond[torch.arange(100) % len(y_cond)] if on_side_vectors(config) else None
-    classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
-    given = (", given the test side vectors" if side is not None else
-             ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
-    title = f"Samples (mean images of z ~ p(z){given})"
-    plot_images(vae.sample(100, generator=gen, y=side).numpy(), run_dir / "samples.png", title=title)
     summary = {"test_elbo": test_elbo, "train_seconds": seconds, "epochs": len(result.history),
                "stopped_early": result.stopped_early}
     if hasattr(vae, "classify"):
         from ..ssvae import accuracy
         summary["test_accuracy"] = accuracy(vae, x_test, y_test)
         print(f"test accuracy of q(y|x): {summary['test_accuracy']:.4f}", file=sys.stderr)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)  # the numbers first: a failing figure never loses them
+    failures = {}
+    attempt(failures, "elbo_curve.png", lambda: plot_history(result.history, run_dir / "elbo_curve.png"))
+    y_rec = None if y_cond is None else y_cond[:20]
+    attempt(failures, "reconstructions.png",
+            lambda: plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], y=y_rec).numpy(),
+                                         run_dir / "reconstructions.png"))
+    gen = torch.Generator().manual_seed(settings.seed)
+    side = y_cond[torch.arange(100) % len(y_cond)] if on_side_vectors(config) else None
+    classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
+    given = (", given the test side vectors" if side is not None else
+             ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
+    title = f"Samples (mean images of z ~ p(z){given})"
+    attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, y=side).numpy(),
+                                                         run_dir / "samples.png", title=title))
+    _report_failures(failures)
     label = "test MAP objective" if vae.guide_net.deterministic else "test ELBO"
     print(f"done in {seconds:.1f} s: {label} {test_elbo:.2f} nats/image (mean of 10 draws on "
           f"{len(x_test)} test images). Run saved in {run_dir}\n"
           f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png"
           + ("" if side is None else " --condition=" + ",".join(f"{v:.3g}" for v in side[0].tolist())))
-    return 0
+    return 1 if failures else 0
+
+
+def _report_failures(failures: dict) -> None:
+    for name, error in failures.items():
+        print(f"pyro-gen train: {name} failed ({error}); the run, its checkpoint and summary.json are saved",
+              file=sys.stderr)

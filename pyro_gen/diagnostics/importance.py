@@ -135,8 +135,9 @@ def pareto_k(log_w) -> np.ndarray:
     """The PSIS :math:`\\hat k` of each datum's importance weights, through ArviZ
     (:func:`pyro_gen._arviz.psislw`).
 
-    Where all of a datum's log weights are equal (q is exactly the posterior) the weights have no
-    tail and :math:`\\hat k = -\\infty`.
+    Where a datum's weights are constant to working precision (q is the posterior) they have no
+    tail and :math:`\\hat k = -\\infty`; a NaN log weight gives a NaN :math:`\\hat k` (not
+    estimated), a :math:`+\\infty` one :math:`+\\infty` (see :func:`pyro_gen._arviz.psislw`).
 
     :param log_w: log importance weights ``(N, S)``; S of at least 100 is advisable.
     :returns: ``(N,)`` float64.
@@ -145,7 +146,4 @@ def pareto_k(log_w) -> np.ndarray:
 
     lw = np.asarray(log_w.numpy() if isinstance(log_w, torch.Tensor) else log_w, dtype=np.float64)
     _, khat = psislw(lw)
-    khat = np.array(khat, dtype=np.float64).reshape(lw.shape[:-1])
-    flat = np.ptp(lw, axis=-1) == 0
-    khat[flat] = -np.inf
-    return khat
+    return np.array(khat, dtype=np.float64).reshape(lw.shape[:-1])

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, attempt
 from ..data import binarize_fixed
 from .gap import GapResult, amortization_gap
 from .gradients import GradientNoise, gradient_noise, point_mass_note
@@ -91,10 +91,13 @@ class Diagnosis:
         khat = None
         if self.khat is not None:
             bad = self.khat > KHAT_BAD
+            valid = self.khat[~np.isnan(self.khat)]  # NaN: not estimated (a NaN log weight)
             khat = {"num_data": int(len(self.khat)), "share_bad": float(bad.mean()),
-                    "bad_index": self.test_index[bad].tolist(), "median": float(np.median(self.khat)),
-                    "max": float(np.max(self.khat)), "share_above_0.5": float((self.khat > 0.5).mean()),
-                    "per_datum": self.khat.tolist()}
+                    "bad_index": self.test_index[bad].tolist(),
+                    "median": float(np.median(valid)) if len(valid) else None,
+                    "max": float(np.max(valid)) if len(valid) else None,
+                    "share_above_0.5": float((self.khat > 0.5).mean()),
+                    "num_not_estimated": int(len(self.khat) - len(valid)), "per_datum": self.khat.tolist()}
         return to_jsonable({
             "settings": self.settings, "num_test": self.num_test, "test_index": self.test_index,
             "latent": self.latent.to_dict(), "iwae": None if self.iwae is None else self.iwae.to_dict(),
@@ -193,10 +196,7 @@ def _guarded(d: "Diagnosis", name: str, compute: Callable[[], None]) -> None:
     """Run one part of the diagnosis; if it fails, record why in ``d.failures[name]`` and
     ``d.notes[name]`` and go on: one failed part never loses the others."""
     t = time.perf_counter()
-    try:
-        compute()
-    except Exception as e:  # noqa: BLE001 -- any failure of one part
-        d.failures[name] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    if not attempt(d.failures, name, compute):
         d.notes[name] = f"failed ({d.failures[name]}); the other parts were computed"
     d.seconds[name] = d.seconds.get(name, 0.0) + time.perf_counter() - t
 
