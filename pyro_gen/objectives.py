@@ -11,15 +11,15 @@ enumeration exactly (the semi-supervised :mod:`pyro_gen.ssvae`). Particles are v
 
 Objectives other than the ELBO (:func:`make_objective`): the importance-weighted bound ``iwae:K``
 and the Rényi bound ``renyi:ALPHA:K`` (:class:`RenyiBound`). The β of the β-VAE and KL warm-up
-(linear or cyclical) are a :class:`KLSchedule` that the trainer applies as the model's
-``kl_scale``. *Free bits* (Kingma et al. 2016, "Improved variational inference with inverse
+(linear or cyclical) are a :class:`KLSchedule` whose value the trainer applies to the latent sites
+through an effect handler (:class:`pyro_gen.handlers.scale_latents`). *Free bits* (Kingma et al. 2016, "Improved variational inference with inverse
 autoregressive flow", eq. 15) replace the KL term :math:`\\sum_j \\mathrm{KL}_j` by
 :math:`\\sum_j \\max(\\lambda, \\mathrm{KL}_j)`, with :math:`\\mathrm{KL}_j` the minibatch average
 of the KL of latent dimension :math:`j`: dimensions below :math:`\\lambda` nats get no pressure
-towards the prior. Pyro's ELBOs see one log-density per latent site, so the model's guide adds the
-difference, :math:`N \\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)` (:func:`free_bits_penalty`), as a
-reparametrized ``pyro.factor`` (:class:`pyro_gen.vae.VAE`); it needs a guide and a prior that
-factorize over the latent dimensions (:func:`kl_per_dimension`).
+towards the prior. Pyro's ELBOs see one log-density per latent site, so the engine adds the
+difference, :math:`\\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)` per datum (:func:`free_bits_penalty`), to
+the loss (:func:`training_loss`); it needs a guide and a prior that factorize over the latent
+dimensions at every latent site (:func:`kl_per_dimension`).
 """
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ class RenyiBound:
     plate scaled by :math:`N/B` would give :math:`\\frac{1}{1-\\alpha}\\log\\frac1K\\sum_k
     w_k^{(1-\\alpha)N/B}` instead of :math:`\\frac NB \\mathcal{L}_{\\alpha,K}`.
     :func:`training_loss` therefore runs the model unscaled for it (``scales_with_data`` is
-    False) and averages the per-datum bounds. A ``kl_scale`` β still applies:
+    False) and averages the per-datum bounds. A β (:class:`pyro_gen.handlers.scale_latents`) still applies:
     :math:`\\log w_k = \\log p(x \\mid z_k) + \\beta(\\log p(z_k) - \\log q(z_k \\mid x))`.
 
     :param alpha: the order :math:`\\alpha \\ne 1`.
@@ -328,30 +328,40 @@ def make_objective(spec: str = "elbo", elbo: str = "trace", num_particles: int =
     return entry.factory(elbo, num_particles, **kwargs)
 
 
-def training_loss(elbo, vae, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The negative objective per datum of the data set, differentiable.
+def training_loss(elbo, pair, x: torch.Tensor, *args, num_data: Optional[int] = None, beta: float = 1.0,
+                  free_bits: float = 0.0) -> torch.Tensor:
+    """The negative objective per datum of the data set, differentiable, for any model/guide pair.
 
-    ``elbo.differentiable_loss`` of the VAE's model and guide estimates :math:`-\\sum_n
-    \\mathrm{ELBO}(x_n)` over the whole data set (the data plate scales the minibatch);
-    dividing by the data-set size gives the per-datum loss, whose gradients have the
-    magnitude of an ordinary mean loss (sensible for gradient clipping and learning rates).
-    An objective that does not commute with the data plate's scale (``scales_with_data`` False:
-    :class:`RenyiBound`) is evaluated on the unscaled model and divided by the batch size, the
-    same per-datum estimate.
+    The pair runs under the engine's effect handlers (:mod:`pyro_gen.handlers`): its plates over
+    data scaled by :math:`N/B`, so that ``elbo.differentiable_loss`` estimates :math:`-\\sum_n
+    \\mathrm{ELBO}(x_n)` over the whole data set, and its latent sites by β; dividing by
+    :math:`N` gives the per-datum loss, whose gradients have the magnitude of an ordinary mean
+    loss (sensible for gradient clipping and learning rates). An objective that does not commute
+    with the data plate's scale (``scales_with_data`` False: :class:`RenyiBound`) is evaluated on
+    the unscaled pair and divided by the batch size, the same per-datum estimate. With free bits
+    :math:`\\lambda > 0` the loss adds :math:`\\beta \\sum_s` :func:`free_bits_penalty` over the
+    latent sites, so that its KL term is :math:`\\beta \\sum_j \\max(\\lambda, \\mathrm{KL}_j)`.
 
     :param elbo: a Pyro ELBO or a :class:`RenyiBound`.
-    :param vae: a :class:`~pyro_gen.vae.VAE` (or another model with ``model``, ``guide`` and ``num_data``).
-    :param x: a minibatch ``(B, C, H, W)``.
-    :param y: the minibatch's labels or side vectors, for models that take them.
+    :param pair: a model/guide pair (``pair.model``, ``pair.guide``).
+    :param x: a minibatch ``(B, ...)``.
+    :param args: further arguments of model and guide (labels or side vectors).
+    :param num_data: :math:`N`, the data-set size (``None``: the batch is the data set).
+    :param beta: the weight of the latent sites (β-VAE, warm-up).
+    :param free_bits: :math:`\\lambda`, nats per latent dimension (0: none).
     """
-    args = (x,) if y is None else (x, y)
-    if getattr(elbo, "scales_with_data", True):
-        return elbo.differentiable_loss(vae.model, vae.guide, *args) / (vae.num_data or x.shape[0])
-    num_data, vae.num_data = vae.num_data, None
-    try:
-        return elbo.differentiable_loss(vae.model, vae.guide, *args) / x.shape[0]
-    finally:
-        vae.num_data = num_data
+    from .handlers import record_latents, scaled
+    from .traces import data_plates
+    b = x.shape[0]
+    n = num_data or b if getattr(elbo, "scales_with_data", True) else b
+    plates = data_plates(pair)
+    seen_q, seen_p = (record_latents(), record_latents()) if free_bits else (None, None)
+    loss = elbo.differentiable_loss(scaled(pair.model, n / b, beta, plates, seen_p),
+                                    scaled(pair.guide, n / b, beta, plates, seen_q), x, *args) / n
+    if free_bits:
+        for name, (q, z) in seen_q.sites.items():
+            loss = loss + beta * free_bits_penalty(q, seen_p.sites[name][0], z, free_bits)
+    return loss
 
 
 def _linear_shape(position: int, warmup: int) -> float:
@@ -369,8 +379,8 @@ KL_SCHEDULES = {"linear": _linear_shape, "cyclical": _cyclical_shape}
 @dataclass(frozen=True)
 class KLSchedule:
     """The weight :math:`\\beta_t` of the KL term at optimization step ``t`` (counted from 0),
-    set as ``vae.kl_scale`` before each step (a ``poutine.scale`` on the latent site in model
-    and guide, so the objective is :math:`E_q \\log p(x|z) - \\beta_t \\mathrm{KL}(q \\| p)`):
+    applied before each step by :class:`pyro_gen.handlers.scale_latents` (a scale on the latent
+    sites in model and guide, so the objective is :math:`E_q \\log p(x|z) - \\beta_t \\mathrm{KL}(q \\| p)`):
 
     - ``linear`` warm-up (Bowman et al. 2016; Sønderby et al. 2016):
       :math:`\\beta_t = \\beta \\min(1, (t+1)/W)`;

@@ -34,8 +34,9 @@ put in the model as an observed site ``y_aux`` of :math:`q(y|x)`, scaled by
 ``aux_weight`` :math:`= \\alpha / N_\\text{labelled}` per labelled image.
 
 Minibatches mix labelled and unlabelled images: a batch's labels are ``-1`` for the
-unlabelled ones, and both parts are scaled by ``num_data / batch_size`` so that the batch
-objective is unbiased for :math:`\\mathcal{J}^\\alpha` (the usual data-plate scaling). With
+unlabelled ones. Its plates over data are ``labelled`` and ``unlabelled`` (:attr:`SSVAE.data_plates`),
+both scaled by the training engine by ``num_data / batch_size`` so that the batch objective is
+unbiased for :math:`\\mathcal{J}^\\alpha` (:mod:`pyro_gen.handlers`; β scales every latent site). With
 few labels most batches would hold none, so :func:`semi_supervised_data` may repeat the
 labelled images ``r`` times and the model weighs each copy by ``labelled_weight`` :math:`= 1/r`:
 the objective is unchanged, its variance much smaller.
@@ -104,9 +105,6 @@ class SSVAE(nn.Module):
     :param prior: a prior over z (:mod:`pyro_gen.priors`).
     :param likelihood: a likelihood (:mod:`pyro_gen.likelihoods`).
     :param num_classes: C.
-    :param num_data: size of the whole training set (labelled copies included); ``None`` scores
-        each batch as the whole data.
-    :param kl_scale: the weight β of the ``z`` sites (1 for the ELBO), as in :class:`~pyro_gen.vae.VAE`.
     :param aux_weight: weight of :math:`\\log q(y|x)` per labelled image (:math:`\\alpha / N_\\text{labelled}`).
     :param labelled_weight: weight of each copy of a labelled image (:math:`1/r` when the labelled
         images are repeated ``r`` times).
@@ -120,10 +118,11 @@ class SSVAE(nn.Module):
     #: The labels are (partly observed) latent variables, not side information: training reports
     #: the ELBO of :math:`\log p(x)` with them summed out (:func:`~pyro_gen.train.fit`).
     labels_are_latent = True
+    #: The plates over data, which the training engine scales by the data-set size.
+    data_plates = ("labelled", "unlabelled")
 
     def __init__(self, classifier: nn.Module, guide: nn.Module, decoder: nn.Module, prior: nn.Module,
-                 likelihood: nn.Module, num_classes: int, num_data: Optional[int] = None, kl_scale: float = 1.0,
-                 aux_weight: float = 0.0, labelled_weight: float = 1.0, aux_guide: Optional[nn.Module] = None,
+                 likelihood: nn.Module, num_classes: int, aux_weight: float = 0.0, labelled_weight: float = 1.0, aux_guide: Optional[nn.Module] = None,
                  aux_model: Optional[nn.Module] = None, augment: Optional[nn.Module] = None):
         super().__init__()
         if (aux_guide is None) != (aux_model is None):
@@ -136,8 +135,6 @@ class SSVAE(nn.Module):
         self.prior = prior
         self.likelihood = likelihood
         self.num_classes = int(num_classes)
-        self.num_data = num_data
-        self.kl_scale = kl_scale
         self.aux_weight = float(aux_weight)
         self.labelled_weight = float(labelled_weight)
         self.aux_guide = aux_guide
@@ -152,9 +149,6 @@ class SSVAE(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.prior().event_shape[0]
-
-    def _data_scale(self, batch_size: int) -> float:
-        return 1.0 if self.num_data is None else self.num_data / batch_size
 
     def _label_prior(self, like: torch.Tensor) -> dist.Categorical:
         return dist.Categorical(logits=like.new_zeros(self.num_classes))
@@ -186,12 +180,10 @@ class SSVAE(nn.Module):
         ADGM :math:`a \\sim p(a \\mid x, y, z)`), with ``y`` observed where the batch's label ``y``
         (shape ``(B,)``, ``-1`` = unknown) is known; the labelled images also score
         :math:`\\log q(y|x)` (:math:`\\log q(y|a,x)` in the ADGM) with weight ``aux_weight``."""
-        scale = self._data_scale(x.shape[0])
         (xl, yl), xu = self._split(x, y)
         if len(xl):
-            with pyro.plate("labelled", len(xl)), _scaled(scale * self.labelled_weight):
-                with _scaled(self.kl_scale):
-                    z = pyro.sample("z_labelled", self.prior())
+            with pyro.plate("labelled", len(xl)), _scaled(self.labelled_weight):
+                z = pyro.sample("z_labelled", self.prior())
                 pyro.sample("y_labelled", self._label_prior(x), obs=yl)
                 pyro.sample("x_labelled", self.likelihood(self.decoder(z, yl)), obs=xl)
                 a = self._sample_aux("a_labelled", xl, yl, z)
@@ -200,27 +192,23 @@ class SSVAE(nn.Module):
                     with poutine.scale(scale=self.aux_weight):
                         pyro.sample("y_aux", dist.Categorical(logits=self._logits(xa, a)), obs=yl)
         if len(xu):
-            with pyro.plate("unlabelled", len(xu)), _scaled(scale):
-                with _scaled(self.kl_scale):
-                    z = pyro.sample("z_unlabelled", self.prior())
+            with pyro.plate("unlabelled", len(xu)):
+                z = pyro.sample("z_unlabelled", self.prior())
                 yu = pyro.sample("y_unlabelled", self._label_prior(x))
                 pyro.sample("x_unlabelled", self.likelihood(self.decoder(z, yu)), obs=xu)
                 self._sample_aux("a_unlabelled", xu, yu, z)
 
     def _guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
-        scale = self._data_scale(x.shape[0])
         (xl, yl), xu = self._split(x, y)
         if len(xl):
-            with pyro.plate("labelled", len(xl)), _scaled(scale * self.labelled_weight):
+            with pyro.plate("labelled", len(xl)), _scaled(self.labelled_weight):
                 a = pyro.sample("a_labelled", self.aux_guide(xl)) if self.has_aux else None
-                with _scaled(self.kl_scale):
-                    pyro.sample("z_labelled", self.guide_net((xl, self._side(yl, a))))
+                pyro.sample("z_labelled", self.guide_net((xl, self._side(yl, a))))
         if len(xu):
-            with pyro.plate("unlabelled", len(xu)), _scaled(scale):
+            with pyro.plate("unlabelled", len(xu)):
                 a = pyro.sample("a_unlabelled", self.aux_guide(xu)) if self.has_aux else None
                 yu = pyro.sample("y_unlabelled", dist.Categorical(logits=self._logits(xu, a)))
-                with _scaled(self.kl_scale):
-                    pyro.sample("z_unlabelled", self.guide_net((xu, self._side(yu, a))))
+                pyro.sample("z_unlabelled", self.guide_net((xu, self._side(yu, a))))
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """(ADGM: :math:`a \\sim q_\\phi(a \\mid x)`,) :math:`y \\sim q_\\phi(y \\mid x)` (:math:`q(y \\mid a, x)`;
@@ -306,7 +294,7 @@ class SSVAE(nn.Module):
         return self.decode(sample_prior(self.prior, n, generator), y)
 
 
-def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: float = 0.0,
+def build_ssvae(spec: ModelSpec, aux_weight: float = 0.0,
                 labelled_weight: float = 1.0, aux_dim: int = 0, classifier_net: Optional[str] = None,
                 augment: bool = False) -> SSVAE:
     """Build an :class:`SSVAE` from a :class:`~pyro_gen.vae.ModelSpec` whose ``condition_dim``
@@ -322,7 +310,6 @@ def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: flo
 
     :param spec: the networks, likelihood, guide family and prior (the ``vamp`` prior is not
         available: its components would need a class).
-    :param num_data: training-set size.
     :param aux_weight: see :class:`SSVAE`.
     :param labelled_weight: see :class:`SSVAE`.
     :param aux_dim: size of the auxiliary latent :math:`a` (0: plain M2).
@@ -349,7 +336,7 @@ def build_ssvae(spec: ModelSpec, num_data: Optional[int] = None, aux_weight: flo
         aux_model = make_guide("diagonal", ConditionedEncoder(nets()[0], classes + spec.latent_dim), aux_dim)
     return SSVAE(classifier=Classifier(body, classes), guide=make_guide(spec.guide, encoder, spec.latent_dim),
                  decoder=decoder, prior=make_prior(spec.prior, spec.latent_dim),
-                 likelihood=make_likelihood(spec.likelihood), num_classes=classes, num_data=num_data, aux_weight=aux_weight, labelled_weight=labelled_weight,
+                 likelihood=make_likelihood(spec.likelihood), num_classes=classes, aux_weight=aux_weight, labelled_weight=labelled_weight,
                  aux_guide=aux_guide, aux_model=aux_model, augment=RandomAffine() if augment else None)
 
 

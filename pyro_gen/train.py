@@ -29,7 +29,7 @@ from ._progress import progress_bar
 
 from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
                          save_checkpoint, write_jsonl)
-from .data import binarize
+from .data import binarize as binarize_batch
 from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
 from . import distributed
 from .errors import InputError
@@ -125,15 +125,23 @@ class FitResult:
 
 
 class LossModule(torch.nn.Module):
-    """``forward(x)`` is :func:`~pyro_gen.objectives.training_loss` of the VAE (like Pyro's
-    ``ELBOModule``), so that ``DistributedDataParallel`` can wrap the loss computation."""
+    """``forward(x, *args, beta=)`` is :func:`~pyro_gen.objectives.training_loss` of the pair
+    (like Pyro's ``ELBOModule``), so that ``DistributedDataParallel`` can wrap the loss computation.
 
-    def __init__(self, elbo, vae):
+    :param elbo: the objective.
+    :param pair: the model/guide pair (an ``nn.Module``, so that its parameters are the module's).
+    :param num_data: the data-set size N.
+    :param free_bits: λ of free bits.
+    """
+
+    def __init__(self, elbo, pair, num_data: int, free_bits: float = 0.0):
         super().__init__()
-        self.elbo, self.vae = elbo, vae
+        self.elbo, self.pair, self.num_data, self.free_bits = elbo, pair, num_data, free_bits
 
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return training_loss(self.elbo, self.vae, x, y)
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, beta: float = 1.0) -> torch.Tensor:
+        args = () if y is None else (y,)
+        return training_loss(self.elbo, self.pair, x, *args, num_data=self.num_data, beta=beta,
+                             free_bits=self.free_bits)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -176,44 +184,39 @@ def split_validation(x: np.ndarray, fraction: float, seed: int):
 
 
 @torch.no_grad()
-def mean_elbo(vae, elbo, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 1000) -> float:
-    """The single-sample ELBO per datum of ``x`` (and labels ``y``) under ``elbo``'s estimator (β = 1)."""
-    total, kl_scale, num_data, free_bits = 0.0, vae.kl_scale, vae.num_data, getattr(vae, "free_bits", 0.0)
-    vae.kl_scale, vae.num_data = 1.0, None
-    if free_bits:
-        vae.free_bits = 0.0
-    try:
-        for start in range(0, len(x), batch_size):
-            batch = (x[start:start + batch_size],) + (() if y is None else (y[start:start + batch_size],))
-            total -= float(elbo.loss(vae.model, vae.guide, *batch))
-    finally:
-        vae.kl_scale, vae.num_data = kl_scale, num_data
-        if free_bits:
-            vae.free_bits = free_bits
+def mean_elbo(pair, elbo, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 1000) -> float:
+    """The single-sample ELBO per datum of ``x`` (and labels ``y``) under ``elbo``'s estimator: the
+    plain pair, unscaled (β = 1, no free bits)."""
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        batch = (x[start:start + batch_size],) + (() if y is None else (y[start:start + batch_size],))
+        total -= float(elbo.loss(pair.model, pair.guide, *batch))
     return total / len(x)
 
 
 @torch.no_grad()
-def check_free_bits(vae, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
-    """Raise a ``ValueError`` if free bits cannot apply to ``vae`` (its guide or prior does not
-    factorize over the latent dimensions), trying its guide on one datum ``x`` (labels ``y``)."""
-    if not hasattr(vae, "free_bits"):
-        raise InputError(f"free-bits is for the VAE, not for {type(vae).__name__}")
-    q = vae.guide_dist(x, y)
-    try:
-        kl_per_dimension(q, vae.prior(), q.sample())
-    except ValueError as e:
-        raise InputError(f"free-bits cannot be used with this model: {e}") from None
+def check_free_bits(pair, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
+    """Raise :class:`~pyro_gen.errors.InputError` if free bits cannot apply to ``pair``: every
+    latent site's guide and prior must factorize over its last dimension. Tries the pair on one
+    datum ``x`` (labels ``y``)."""
+    from .traces import inspect_pair
+    sites = inspect_pair(pair, x, *(() if y is None else (y,)))
+    other = [name for name in sites.latent if name not in sites.factorized]
+    if other:
+        raise InputError(f"free-bits cannot be used with this model: the KL per latent dimension needs a guide and a "
+                         f"prior that factorize over the dimensions (a diagonal guide; the standard, learned or "
+                         f"studentt prior), and site {other[0]!r} does not")
 
 
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         train_y: Optional[np.ndarray] = None, val_y: Optional[np.ndarray] = None,
         val_x: Optional[np.ndarray] = None, run_dir=None, resume: bool = False, progress: bool = True,
         on_epoch: Optional[Callable[[dict], None]] = None,
-        epoch_metrics: Optional[Callable[..., dict]] = None) -> FitResult:
-    """Train ``vae`` on ``train_x`` by SVI.
+        epoch_metrics: Optional[Callable[..., dict]] = None, binarize: Optional[bool] = None) -> FitResult:
+    """Train a model/guide pair on ``train_x`` by SVI.
 
-    :param vae: a :class:`~pyro_gen.vae.VAE`; its ``num_data`` is set to the training-set size.
+    :param vae: any model/guide pair (an ``nn.Module`` with ``model`` and ``guide``: a
+        :class:`~pyro_gen.vae.VAE`, a family's model or a user's own pair; :mod:`pyro_gen.traces`).
     :param train_x: training images ``(N, C, H, W)``, float32 in the likelihood's support.
     :param settings: a :class:`TrainSettings`.
     :param train_y: labels (or side vectors) of the training images, passed to the model and
@@ -229,10 +232,13 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     :param on_epoch: called with each epoch's metrics row, after its checkpoint is written.
     :param epoch_metrics: ``epoch_metrics(vae, x_val) -> dict`` adds entries (e.g. diagnostics) to
         each epoch's row; called in eval mode without gradients. ``x_val`` may be ``None``.
+    :param binarize: draw a fresh Bernoulli binarization of each minibatch (default: what the
+        model's ``likelihood`` asks for; ``False`` for a pair without one).
     :returns: a :class:`FitResult`.
 
-    Before each step ``vae.kl_scale`` is set by the :class:`~pyro_gen.objectives.KLSchedule` of
-    ``settings`` (restored afterwards). Each row has ``train_objective`` (the optimized objective
+    The pair is scaled from outside (:mod:`pyro_gen.handlers`): its data plate by N/B and its
+    latent sites by the :class:`~pyro_gen.objectives.KLSchedule` of ``settings`` at each step.
+    Each row has ``train_objective`` (the optimized objective
     per datum, averaged over the epoch's minibatches), ``kl_scale`` (its value at the epoch's last
     step) and ``train_elbo``: the same number when the objective is the ELBO with β = 1 throughout
     the epoch; otherwise the ELBO (β = 1) at the epoch's end on a fixed subset of at most
@@ -241,6 +247,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     latter, with the labels summed out: the ELBO of :math:`\\log p(x)`, as its test ELBO.
     """
     rank, world = distributed.rank_world()
+    if binarize is None:  # the built-in models say so through their likelihood
+        binarize = bool(getattr(getattr(vae, "likelihood", None), "binarize", False))
     torch.manual_seed(settings.seed + rank)  # the ELBO's draws differ between processes
     if settings.batch_size % world:
         raise InputError(f"batch-size {settings.batch_size} must be divisible by the number of processes ({world})")
@@ -249,7 +257,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         train_x, val_x = split_validation(train_x, settings.val_fraction, settings.seed)
         if train_y is not None:
             train_y, val_y = split_validation(train_y, settings.val_fraction, settings.seed)
-        if vae.likelihood.binarize:
+        if binarize:
             from .data import binarize_fixed
             val_x = binarize_fixed(val_x, seed=settings.seed)
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
@@ -257,8 +265,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     y_all, y_val = _labels(train_y), _labels(val_y)
     x_probe = y_probe = None  # training images on which the ELBO is reported when it is not the objective
     latent_labels = getattr(vae, "labels_are_latent", False)
-    n = len(x_all)
-    vae.num_data = n  # each process scales its share of the global batch to the data set
+    n = len(x_all)  # each process scales its share of the global batch to the data set
     # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
     # every world-th index, so the processes' batches together are the single-process batch.
     sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=settings.seed)
@@ -267,11 +274,10 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
     kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule,
                              total_steps=settings.epochs * steps_per_epoch)
-    kl_scale0 = vae.kl_scale
     if settings.free_bits:
         check_free_bits(vae, x_all[:1], None if y_all is None else y_all[:1])
     # the parameters exist before DDP and the optimizer are built; DDP averages gradients
-    loss_fn = distributed.wrap(LossModule(elbo, vae), world)
+    loss_fn = distributed.wrap(LossModule(elbo, vae, n, settings.free_bits), world)
     opt = make_optimizer(vae.parameters(), settings)
     sched = _make_schedule(opt, settings, steps_per_epoch)
     gen = torch.Generator().manual_seed(settings.seed + 7919 * rank)  # binarization noise
@@ -301,9 +307,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     stopped_early = False
     vae.train()
     quiet_nan = contextlib.ExitStack()
-    free_bits0 = getattr(vae, "free_bits", 0.0)
-    if settings.free_bits:
-        vae.free_bits = settings.free_bits
+    beta = 1.0
     try:
         # a non-finite loss is reported below as a TrainingError naming the epoch and the step
         quiet_nan.enter_context(warnings.catch_warnings())
@@ -316,14 +320,14 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
             for step in range(steps_per_epoch):
                 idx = perm[step * local_batch:(step + 1) * local_batch]
                 x, y = x_all[idx], None if y_all is None else y_all[idx]
-                vae.kl_scale = kl_schedule(epoch * steps_per_epoch + step)
-                exact = exact and vae.kl_scale == 1.0
-                if vae.likelihood.binarize:
-                    x = binarize(x, gen)
+                beta = kl_schedule(epoch * steps_per_epoch + step)
+                exact = exact and beta == 1.0
+                if binarize:
+                    x = binarize_batch(x, gen)
                 opt.zero_grad(set_to_none=True)
                 # Validate shapes and supports on the first step, then run without checks.
                 with pyro.validation_enabled(epoch == start_epoch and step == 0):
-                    loss = loss_fn(x, y)
+                    loss = loss_fn(x, y, beta)
                     loss.backward()
                 value = loss.item()
                 if not distributed.all_finite(value, world):
@@ -344,12 +348,11 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                                     refresh=False)
             objective = -distributed.total(total, world) / n
             row = {"epoch": epoch + 1, "train_elbo": objective, "train_objective": objective,
-                   "kl_scale": vae.kl_scale, "lr": opt.param_groups[0]["lr"],
+                   "kl_scale": beta, "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0}
             if not exact:
                 if x_probe is None:
-                    x_probe, y_probe = _probe(x_all, None if latent_labels else y_all, vae.likelihood.binarize,
-                                              settings.seed)
+                    x_probe, y_probe = _probe(x_all, None if latent_labels else y_all, binarize, settings.seed)
                 vae.eval()
                 row["train_elbo"] = mean_elbo(vae, eval_elbo, x_probe, y_probe)
                 vae.train()
@@ -386,9 +389,6 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     finally:
         bar.close()
         quiet_nan.close()
-        vae.kl_scale = kl_scale0
-        if settings.free_bits:
-            vae.free_bits = free_bits0
     if best_state is not None:
         vae.load_state_dict(best_state)
     vae.eval()
@@ -424,5 +424,5 @@ def _probe(x_all: torch.Tensor, y_all: Optional[torch.Tensor], binarize_once: bo
     """The first ``size`` training images (binarized once with ``seed`` for a Bernoulli likelihood)."""
     x = x_all[:size]
     if binarize_once:
-        x = binarize(x, torch.Generator().manual_seed(seed))
+        x = binarize_batch(x, torch.Generator().manual_seed(seed))
     return x, None if y_all is None else y_all[:size]

@@ -6,13 +6,11 @@
 
 ``VAE.model`` samples ``z`` from the prior and observes ``x`` under the likelihood of the
 decoder's output; ``VAE.guide`` samples ``z`` from the amortized guide family. Both run inside
-a ``pyro.plate("data")`` scaled by ``num_data / batch_size``, so that the ELBO of a minibatch is an
-unbiased estimate of the ELBO of the whole data set (Hoffman et al. 2013). A ``kl_scale``
-(β of the β-VAE, or a warm-up value) scales the latent site in model and guide alike, which
-multiplies the KL term of the ELBO and nothing else. With ``free_bits`` :math:`\\lambda > 0` the
-guide adds the free-bits correction :math:`\\beta N \\sum_j \\max(0, \\lambda - \\mathrm{KL}_j)`
-(:func:`pyro_gen.objectives.free_bits_penalty`) as a reparametrized ``pyro.factor`` named
-``free_bits``, so that the ELBO's KL term becomes :math:`\\beta N \\sum_j \\max(\\lambda, \\mathrm{KL}_j)`.
+a ``pyro.plate("data")``: the pair is a plain one (the contract of :mod:`pyro_gen.traces`). The
+training engine scales it from outside (:mod:`pyro_gen.handlers`): the data plate by
+``num_data / batch_size`` so that the ELBO of a minibatch is an unbiased estimate of the ELBO of the
+whole data set (Hoffman et al. 2013), the latent site by β (β-VAE, KL warm-up), and free bits as a
+correction of the loss (:func:`pyro_gen.objectives.free_bits_penalty`).
 
 A *conditional* VAE (Sohn et al. 2015) is the same class built with conditioned networks
 (:func:`pyro_gen.nets.make_networks` with ``condition_dim``, ``ModelSpec(condition_dim=...)``):
@@ -24,26 +22,19 @@ Any Pyro ELBO trains it: ``elbo.differentiable_loss(vae.model, vae.guide, x)``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
 import pyro
-import pyro.poutine as poutine
 import torch
 from torch import nn
 
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
-from .objectives import free_bits_penalty
 from .priors import make_prior, sample_prior
 
 __all__ = ["VAE", "ModelSpec"]
-
-
-def _scaled(scale: float):
-    return contextlib.nullcontext() if scale == 1.0 else poutine.scale(scale=scale)
 
 
 class VAE(nn.Module):
@@ -53,28 +44,18 @@ class VAE(nn.Module):
     :param decoder: a network from z to one output per pixel (:mod:`pyro_gen.nets`).
     :param prior: a prior module (:mod:`pyro_gen.priors`) returning a distribution over z.
     :param likelihood: a likelihood module (:mod:`pyro_gen.likelihoods`).
-    :param num_data: size of the whole data set; ``None`` scores each batch as the whole data.
-    :param kl_scale: the weight β of the latent site (1 for the ELBO).
-    :param free_bits: λ of free bits, nats per latent dimension (0: the plain KL term).
     """
 
-    def __init__(self, guide: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module,
-                 num_data: Optional[int] = None, kl_scale: float = 1.0, free_bits: float = 0.0):
+    def __init__(self, guide: nn.Module, decoder: nn.Module, prior: nn.Module, likelihood: nn.Module):
         super().__init__()
         self.guide_net = guide
         self.decoder = decoder
         self.prior = prior
         self.likelihood = likelihood
-        self.num_data = num_data
-        self.kl_scale = kl_scale
-        self.free_bits = free_bits
 
     @property
     def latent_dim(self) -> int:
         return self.prior().event_shape[0]
-
-    def _data_scale(self, batch_size: int) -> float:
-        return 1.0 if self.num_data is None else self.num_data / batch_size
 
     @property
     def condition_dim(self) -> int:
@@ -92,21 +73,23 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """:math:`z \\sim p(z)`, :math:`x \\sim p_\\theta(x \\mid z)` for a batch ``x`` of shape ``(B, C, H, W)``
         (and labels or side vectors ``y`` of a conditional model)."""
-        with pyro.plate("data", x.shape[0]), _scaled(self._data_scale(x.shape[0])):
-            with _scaled(self.kl_scale):
-                z = pyro.sample("z", self.prior())
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood_dist(z, y), obs=x)
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """:math:`z \\sim q_\\phi(z \\mid x)` (or :math:`q_\\phi(z \\mid x, y)`)."""
-        scale = self._data_scale(x.shape[0])
-        with pyro.plate("data", x.shape[0]), _scaled(scale):
-            with _scaled(self.kl_scale):
-                q = self.guide_dist(x, y)
-                z = pyro.sample("z", q)
-        if self.free_bits:
-            penalty = free_bits_penalty(q, self.prior(), z, self.free_bits)
-            pyro.factor("free_bits", self.kl_scale * scale * x.shape[0] * penalty, has_rsample=True)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.guide_dist(x, y))
+
+    @torch.no_grad()
+    def log_weights(self, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fast path of :func:`pyro_gen.traces.trace_log_weights` (the encoder runs once for
+        all K draws, no traces): :math:`\\log p(z_k) + \\log p(x \\mid z_k) - \\log q(z_k \\mid x)`,
+        shape ``(K, B)``; a test holds the two equal."""
+        q = self.guide_dist(x, y)
+        z = q.sample((num_samples,))
+        return self.prior().log_prob(z) + self.likelihood_dist(z, y).log_prob(x) - q.log_prob(z)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_samples: int = 256, y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -166,7 +149,7 @@ class ModelSpec:
     condition_dim: int = 0
     activation: str = "softplus"
 
-    def build(self, num_data: Optional[int] = None) -> VAE:
+    def build(self) -> VAE:
         """Construct the :class:`VAE` this spec describes."""
         encoder, decoder = make_networks(self.net, tuple(self.image_shape), self.latent_dim, self.hidden,
                                          condition_dim=self.condition_dim, activation=self.activation)
@@ -174,8 +157,7 @@ class ModelSpec:
         return VAE(guide=guide,
                    decoder=decoder,
                    prior=make_prior(self.prior, self.latent_dim, guide=guide),
-                   likelihood=make_likelihood(self.likelihood),
-                   num_data=num_data)
+                   likelihood=make_likelihood(self.likelihood))
 
     def to_dict(self) -> dict:
         return asdict(self)

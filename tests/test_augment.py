@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_gen.augment import RandomAffine
-from pyro_gen.objectives import make_elbo
+from pyro_gen.objectives import make_elbo, training_loss
 from pyro_gen.ssvae import build_ssvae
 from pyro_gen.vae import ModelSpec
 
@@ -79,12 +79,12 @@ def test_the_ssvae_augments_the_classification_term_only():
     m = build_ssvae(ModelSpec((1, 2, 3), latent_dim=2, hidden=(5,), condition_dim=3))
     x = torch.bernoulli(torch.full((6, 1, 2, 3), 0.4))
     y = torch.tensor([0, 2, -1, -1, 1, -1])
-    m.num_data, m.labelled_weight, m.aux_weight = 12, 0.5, 1.5
+    m.labelled_weight, m.aux_weight = 0.5, 1.5  # the data scale N/B = 12/6 comes from the engine
     losses = []
     for augment in (None, Flip()):
         m.augment = augment
         pyro.set_rng_seed(7)
-        losses.append(float(make_elbo("enum").differentiable_loss(m.model, m.guide, x, y).detach()))
+        losses.append(float(12 * training_loss(make_elbo("enum"), m, x, y, num_data=12).detach()))
     known = y >= 0
     with torch.no_grad():
         logq = [torch.log_softmax(m.classifier(v), -1)[torch.arange(3), y[known]].sum()

@@ -137,9 +137,9 @@ def test_a_planted_non_finite_loss_then_the_printed_command_continues(tmp_path, 
     real = train_mod.LossModule.forward
     calls = {"n": 0}
 
-    def poisoned(self, x, y=None):
+    def poisoned(self, x, y=None, beta=1.0):
         calls["n"] += 1
-        loss = real(self, x, y)
+        loss = real(self, x, y, beta)
         return loss * float("nan") if calls["n"] == 12 else loss  # epoch 2 (9 steps an epoch), step 3
 
     monkeypatch.setattr(train_mod.LossModule, "forward", poisoned)

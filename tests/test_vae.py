@@ -51,28 +51,28 @@ def test_kl_per_datum_closed_form():
 
 
 def test_minibatch_scaling_is_unbiased_for_full_data():
-    """With num_data = N, each minibatch's loss estimates the full-data loss: the mean over a
-    partition into minibatches equals the full-batch loss (deterministic guide, exact to 1e-5)."""
+    """Under the engine's data scale N/B, each minibatch's loss estimates the full-data loss: the
+    mean over a partition into minibatches equals the full-batch loss (deterministic guide, exact
+    to 1e-5)."""
+    from pyro_gen.handlers import scale_data
     vae = ModelSpec(IMAGE, latent_dim=3, hidden=(16,), guide="delta").build()
     x = torch.bernoulli(torch.rand(12, *IMAGE))
     elbo = make_elbo("trace")
     full = elbo.loss(vae.model, vae.guide, x)
-    vae.num_data = 12
-    parts = [elbo.loss(vae.model, vae.guide, x[i:i + 4]) for i in range(0, 12, 4)]
+    parts = [elbo.loss(scale_data(3.0)(vae.model), scale_data(3.0)(vae.guide), x[i:i + 4]) for i in range(0, 12, 4)]
     assert sum(parts) / 3 == pytest.approx(full, rel=1e-5)
     # and training_loss is the per-datum version of it
-    assert training_loss(elbo, vae, x[:4]).item() == pytest.approx(parts[0] / 12, rel=1e-5)
+    assert training_loss(elbo, vae, x[:4], num_data=12).item() == pytest.approx(parts[0] / 12, rel=1e-5)
 
 
-def test_kl_scale_multiplies_only_the_kl():
+def test_the_latent_scale_multiplies_only_the_kl():
+    from pyro_gen.handlers import scale_latents
     vae = ModelSpec(IMAGE, latent_dim=3, hidden=(16,), guide="delta").build()
     x = torch.bernoulli(torch.rand(6, *IMAGE))
     elbo = make_elbo("trace")
     tr = poutine.trace(vae.model).get_trace(x)
     base = elbo.loss(vae.model, vae.guide, x)
-    vae.kl_scale = 0.25
-    scaled = elbo.loss(vae.model, vae.guide, x)
-    vae.kl_scale = 1.0
+    scaled = elbo.loss(scale_latents(0.25)(vae.model), scale_latents(0.25)(vae.guide), x)
     kl_part = elbo.loss(poutine.block(vae.model, hide=["x"]), vae.guide, x)  # -log p(z) for a Delta guide
     assert scaled == pytest.approx(base - 0.75 * kl_part, rel=1e-5)
     assert set(tr.nodes) >= {"z", "x", "data"}

@@ -82,19 +82,15 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
         return []
     sums = [torch.zeros(p.numel(), dtype=torch.float64) for p in params]
     squares = [torch.zeros(p.numel(), dtype=torch.float64) for p in params]
-    num_data, vae.num_data = vae.num_data, None
-    try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            torch.manual_seed(seed)
-            for _ in range(repeats):
-                grads = torch.autograd.grad(training_loss(objective, vae, x), params, allow_unused=True)
-                for i, g in enumerate(grads):
-                    if g is not None:
-                        g = g.detach().reshape(-1).double()
-                        sums[i] += g
-                        squares[i] += g * g
-    finally:
-        vae.num_data = num_data
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        for _ in range(repeats):
+            grads = torch.autograd.grad(training_loss(objective, vae, x), params, allow_unused=True)
+            for i, g in enumerate(grads):
+                if g is not None:
+                    g = g.detach().reshape(-1).double()
+                    sums[i] += g
+                    squares[i] += g * g
     out, i = [], 0
     for name, ps in groups.items():
         mean = torch.cat([sums[j] / repeats for j in range(i, i + len(ps))])
