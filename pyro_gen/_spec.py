@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
 from .errors import InputError
 
-__all__ = ["SpecEntry", "parse_spec", "canonical_spec", "positive_int", "positive_float", "spec_usage"]
+__all__ = ["SpecEntry", "parse_spec", "canonical_spec", "import_target", "positive_int", "positive_float", "spec_usage"]
 
 
 class SpecEntry(NamedTuple):
@@ -103,3 +103,28 @@ def canonical_spec(text: str, table: Mapping[str, SpecEntry], what: str) -> Tupl
         default = signature[keyword].default if keyword in signature else None
         full.append((keyword, kwargs.get(keyword, None if default is inspect.Parameter.empty else default)))
     return text.partition(":")[0], tuple(full)
+
+
+def import_target(target: str, what: str, example: str) -> Callable[..., Any]:
+    """``pkg.mod:Factory`` (the argument of a ``module:`` spec): import ``pkg.mod`` and return its
+    attribute ``Factory`` (nothing else is imported or evaluated).
+
+    :param target: ``"pkg.mod:Factory"``.
+    :param what: e.g. ``"prior"`` or ``"model"``, for error messages.
+    :param example: an example target for the message.
+    :raises InputError: one line naming what is wrong.
+    """
+    import importlib
+    module_name, sep, attr = target.partition(":")
+    spec = f"module:{target}"
+    if not (module_name and sep and attr.isidentifier()):
+        raise InputError(f"{what} {spec!r}: expected module:pkg.mod:Factory, e.g. module:{example}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"{what} {spec!r}: cannot import {module_name!r} ({e}); it must be importable "
+                         f"(installed, or its folder on PYTHONPATH)") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return factory

@@ -22,7 +22,7 @@ import torch
 from ._progress import progress_bar
 from .errors import InputError
 
-__all__ = ["log_weights", "importance_log_likelihood", "elbo_per_datum"]
+__all__ = ["log_weights", "has_density", "importance_log_likelihood", "elbo_per_datum"]
 
 #: Upper bound on ``particles x batch`` decoded at once. Memory is ~ this x pixels x 4 bytes x a few;
 #: 5000 keeps the working set near the CPU caches (measured faster here than 20000 or 500).
@@ -31,12 +31,14 @@ MAX_DECODED = 5000
 
 @torch.no_grad()
 def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Log importance weights :math:`\\log w_k` for each datum.
+    """Log importance weights :math:`\\log w_k` for each datum, of any model/guide pair.
 
-    A model with latent structure of its own (e.g. :class:`pyro_gen.ssvae.SSVAE`) provides a
-    ``log_weights(x, num_samples, y)`` method, which is used instead.
+    A pair's own ``log_weights(x, num_samples, y)`` method is its fast path (the built-in
+    :class:`~pyro_gen.vae.VAE` and :class:`~pyro_gen.ssvae.SSVAE` have one, held equal to the generic
+    path by the tests); any other pair is read through traces
+    (:func:`pyro_gen.traces.trace_log_weights`).
 
-    :param vae: a :class:`~pyro_gen.vae.VAE`.
+    :param vae: a model/guide pair.
     :param x: data ``(B, C, H, W)``.
     :param num_samples: K, draws from the guide per datum.
     :param y: labels or side vectors ``(B, ...)`` of a conditional model (its weights are those of
@@ -46,11 +48,15 @@ def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor
     own = getattr(vae, "log_weights", None)
     if own is not None:
         return own(x, num_samples, y)
-    # without y, only guide_net, prior, decoder and likelihood are needed (any VAE-like object)
-    q = vae.guide_net(x) if y is None else vae.guide_dist(x, y)
-    z = q.sample((num_samples,))
-    likelihood = vae.likelihood(vae.decoder(z)) if y is None else vae.likelihood_dist(z, y)
-    return vae.prior().log_prob(z) + likelihood.log_prob(x) - q.log_prob(z)
+    from .traces import trace_log_weights
+    return trace_log_weights(vae, x, num_samples, *(() if y is None else (y,)))
+
+
+def has_density(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> bool:
+    """Whether every latent site of the pair's guide has a density (no point mass), so that
+    importance sampling is defined; tried on two data of ``x`` (and their ``y``)."""
+    from .traces import inspect_pair
+    return not inspect_pair(vae, x[:2], *(() if y is None else (y[:2],))).point_mass
 
 
 def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: bool, desc: str,
@@ -86,7 +92,7 @@ def importance_log_likelihood(vae, x: torch.Tensor, k: int = 5000, batch_size: O
     :param y: labels or side vectors of a conditional model (then the estimate is of :math:`\\log p(x \\mid y)`).
     :returns: a tensor ``(N,)`` of log-likelihood estimates in nats.
     """
-    if getattr(vae.guide_net, "deterministic", False):
+    if not has_density(vae, x, y):
         raise InputError("importance sampling needs a guide with a density; this model's guide is a point mass")
     if k < 1:
         raise InputError(f"k must be a positive integer, got {k}")

@@ -15,7 +15,6 @@ Priors are built from spec strings by :func:`make_prior` (the strings stored in 
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -27,7 +26,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
-from ._spec import SpecEntry, parse_spec, positive_float, positive_int
+from ._spec import SpecEntry, import_target, parse_spec, positive_float, positive_int
 from .errors import InputError
 
 __all__ = ["StandardNormal", "LearnedNormal", "MixtureOfGaussians", "VampPrior", "FlowPrior", "StudentT",
@@ -358,18 +357,8 @@ def check_prior(prior: nn.Module, latent_dim: int, name: str = "prior") -> None:
 def _import_prior(latent_dim: int, target: str = "") -> nn.Module:
     """``module:pkg.mod:Factory``: import ``pkg.mod``, take its attribute ``Factory`` (nothing
     else is imported or evaluated) and call ``Factory(latent_dim)``."""
-    module_name, sep, attr = target.partition(":")
     spec = f"module:{target}"
-    if not (module_name and sep and attr.isidentifier()):
-        raise InputError(f"prior {spec!r}: expected module:pkg.mod:Factory, e.g. module:my_priors:LaplacePrior")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InputError(f"prior {spec!r}: cannot import {module_name!r} ({e}); it must be importable "
-                         f"(installed, or its folder on PYTHONPATH)") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise InputError(f"prior {spec!r}: module {module_name!r} has no callable {attr!r}")
+    factory = import_target(target, "prior", "my_priors:LaplacePrior")
     prior = factory(latent_dim)
     check_prior(prior, latent_dim, name=f"prior {spec!r}")
     return prior

@@ -103,15 +103,10 @@ def conditions(config: dict, ds: Dataset) -> Tuple[Optional[np.ndarray], Optiona
 
 
 def build_model(spec: ModelSpec, config: dict):
-    """The (untrained) model a run's configuration describes: a semi-supervised
-    :class:`~pyro_gen.ssvae.SSVAE` when the config has an ``"ssvae"`` section (its
-    ``aux_weight``, ``labelled_weight``, ``aux_dim`` and ``augment``), otherwise ``spec.build()``."""
-    options = config.get("ssvae")
-    if options is None:
-        return spec.build()
-    from .ssvae import build_ssvae
-    return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"],
-                       aux_dim=options.get("aux_dim", 0), augment=options.get("augment", False))
+    """The (untrained) model a run's configuration describes (its family's ``build``,
+    :data:`pyro_gen.families.FAMILIES`)."""
+    from .families import build_model as build
+    return build(spec, config)
 
 
 def read_config(run_dir) -> Tuple[Path, dict]:

@@ -23,6 +23,7 @@ numbers, more encoder passes). A built-in model may provide a faster ``log_weigh
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -195,7 +196,7 @@ def _repeat(a, k: int):
 
 @torch.no_grad()
 def site_log_probs(pair, x: torch.Tensor, num_samples: int, *args, sites: Optional[PairSites] = None,
-                   vectorize: Optional[bool] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+                   vectorize: Optional[bool] = None, values: bool = False):
     """The log density of every site for ``num_samples`` draws of the guide per datum.
 
     :param pair: a model/guide pair.
@@ -205,27 +206,43 @@ def site_log_probs(pair, x: torch.Tensor, num_samples: int, *args, sites: Option
     :param sites: :func:`inspect_pair`'s answer, if known.
     :param vectorize: draw the K particles as one vectorized plate (``None``: try it, and fall back
         to repeating the data K times if the pair's networks cannot take the extra dimension).
+    :param values: also return the guide's draws.
     :returns: ``(model, guide)``: site name -> ``(K, B)`` tensor of :math:`\\log p` (model sites,
-        observed included) and :math:`\\log q` (guide sites), each summed per datum.
+        observed included) and :math:`\\log q` (guide sites), each summed per datum; with
+        ``values``, a third dict: latent site name -> draws ``(K, B, D)`` (event dimensions
+        flattened), or ``None`` where the site's draws are not one row per datum.
     """
     sites = sites or inspect_pair(pair, x[:2], *(_head(a, 2) for a in args))
     b, k = x.shape[0], int(num_samples)
     full = sites.nesting + 1
+    traces = None
     if vectorize is not False:
         try:
             with pyro.validation_enabled(False):
-                model_trace, guide_trace = _traces(
-                    type("_V", (), {"model": staticmethod(_vectorized(pair.model, k, -full)),
-                                    "guide": staticmethod(_vectorized(pair.guide, k, -full))})(), (x,) + args, {})
-            return _collect(model_trace, guide_trace, sites, full, k, b)
+                traces = _traces(type("_V", (), {"model": staticmethod(_vectorized(pair.model, k, -full)),
+                                                 "guide": staticmethod(_vectorized(pair.guide, k, -full))})(),
+                                 (x,) + args, {})
+            out = _collect(*traces, sites, full, k, b)
         except Exception:  # noqa: BLE001 -- networks that cannot broadcast over particles
             if vectorize:
                 raise
-    reps = (_repeat(x, k),) + tuple(_repeat(a, k) for a in args)
-    with pyro.validation_enabled(False):
-        model_trace, guide_trace = _traces(pair, reps, {})
-    model, guide = _collect(model_trace, guide_trace, sites, full, 1, k * b)
-    return ({n: v.reshape(k, b) for n, v in model.items()}, {n: v.reshape(k, b) for n, v in guide.items()})
+            traces = None
+    if traces is None:
+        reps = (_repeat(x, k),) + tuple(_repeat(a, k) for a in args)
+        with pyro.validation_enabled(False):
+            traces = _traces(pair, reps, {})
+        model, guide = _collect(*traces, sites, full, 1, k * b)
+        out = ({n: v.reshape(k, b) for n, v in model.items()}, {n: v.reshape(k, b) for n, v in guide.items()})
+    if not values:
+        return out
+    draws = {}
+    for name, site in _sample_sites(traces[1]).items():
+        v = site["value"]
+        event = site["fn"].event_dim
+        per = v.numel() // max(1, k * b)
+        draws[name] = (v.reshape(k, b, per).double() if v.numel() == k * b * per and v.dim() - event >= 1
+                       and math.prod(v.shape[v.dim() - event:]) == per else None)
+    return out[0], out[1], draws
 
 
 def _head(a, n: int):

@@ -57,7 +57,9 @@ def cmd_evaluate(args) -> int:
 
     run = load_run(args.run_dir)
     ds = run.load_data(args.data)
-    x_test, y_test = split_tensor(ds, run.vae.likelihood.binarize)
+    from ..evaluate import has_density
+    from ..families import binarizes
+    x_test, y_test = split_tensor(ds, binarizes(run.spec))
     if hasattr(run.vae, "classify") and y_test is None:
         raise UsageError(f"this {run.config['model_kind']} run needs test labels, and "
                          f"{args.data or run.config['data']['spec']} has none")
@@ -67,7 +69,7 @@ def cmd_evaluate(args) -> int:
     t0 = time.perf_counter()
     test_elbo = float(elbo_per_datum(run.vae, x_test, num_draws=args.draws, y=y_cond).mean())
     nll = None
-    if not run.vae.guide_net.deterministic:
+    if has_density(run.vae, x_test, y_cond):
         nll = -float(importance_log_likelihood(run.vae, x_test, k=args.k, progress=not (args.quiet or args.json),
                                                y=y_cond).mean())
     result = {"test_elbo": test_elbo, "test_nll": nll, "k": args.k, "draws": args.draws, "n_test": len(x_test),
@@ -129,7 +131,12 @@ def cmd_sample(args) -> int:
         dim = model.condition_dim
         raise UsageError(f"{args.run_dir} is conditioned on side vectors of size {dim}: give one with --condition "
                          + ("V" if dim == 1 else "V1,V2" if dim == 2 else f"V1,...,V{dim}"))
-    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), y=y).numpy()
+    if not callable(getattr(model, "sample", None)):
+        raise UsageError(f"{args.run_dir}: {type(model).__name__} defines no sample(n, generator=None) method, so "
+                         "pyro-gen sample cannot draw from it; add one that returns n generated x "
+                         "(docs/own_model.rst)")
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed),
+                          **({} if y is None else {"y": y})).numpy()
     if suffix == ".png":
         plot_images(images, args.output, title=f"{args.n} samples from {args.run_dir}")
     else:

@@ -12,6 +12,7 @@ import torch
 
 from ..checkpoint import CHECKPOINT, CONFIG, attempt, write_json
 from ..data import load_data
+from ..families import FAMILIES, binarizes, family_of, parse_model
 from .._spec import parse_spec
 from ..guides import GUIDES
 from ..nets import NETWORKS
@@ -21,10 +22,19 @@ from ..train import TrainSettings
 from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
                       _positive_int, _run_kind, record_resume, refuse_under_torchrun, resume_changes)
 
-#: ``--model`` names -> the guide family that makes them.
-MODELS = {"vae": "diagonal", "ae": "delta", "cvae": "diagonal", "ssvae": "diagonal"}
+#: ``--model`` names -> the guide spec they default to (None: the family has no --guide).
+MODELS = {name: family.guide for name, family in FAMILIES.items() if name != "module"}
 #: ``--model`` names that need labels with the data: the conditional and the semi-supervised VAE.
-LABELLED_MODELS = ("cvae", "ssvae")
+LABELLED_MODELS = tuple(name for name, family in FAMILIES.items() if family.inputs)
+
+
+def _model_arg(text: str) -> str:
+    if text != "gan":
+        try:
+            parse_model(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _ema(text: str) -> float:
@@ -102,10 +112,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, help="run directory (default runs/MODEL-TIMESTAMP)")
     train.add_argument("--data", help="mnist-10k (bundled, default), mnist, fashion-mnist, or a .npz/.npy file")
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
-    train.add_argument("--model", choices=list(MODELS) + ["gan"], help="vae (default), ae (deterministic autoencoder), cvae "
-                       "(conditioned on the labels, or on the side vectors of a .npz file's 'condition' array), ssvae "
-                       "(semi-supervised M2; with --labels-per-class) or gan (the decoder network trained as a GAN "
-                       "generator, on grey-level images; see --gan-loss)")
+    train.add_argument("--model", type=_model_arg, metavar="MODEL", help="; ".join(
+        f"{name if name != 'module' else 'module:pkg.mod:Factory'}: {family.help}" for name, family in FAMILIES.items())
+        + "; gan: the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)")
     for flag, _, kw in GAN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",
@@ -120,8 +129,20 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+#: model flags a family without its own guide and prior (hvae, your own pair) does not take
+_GENERIC_REFUSES = {"hvae": ("guide", "prior", "net", "activation"),
+                    "module": ("guide", "prior", "net", "activation")}
+
+
 def _model_kind(args, model_kw: dict) -> str:
     """Resolve ``--model`` against ``--guide`` (``ae`` is the delta guide) and check both spec strings."""
+    if args.model is not None and (args.model not in MODELS or MODELS[args.model] is None):
+        name, _ = parse_model(args.model)
+        bad = ["--" + k for k in _GENERIC_REFUSES[name] if k in model_kw]
+        if bad:
+            raise UsageError(f"--model {args.model} cannot take {', '.join(bad)}: its model defines its own "
+                             + ("networks, guide and prior" if name == "module" else "MLPs, guide and prior"))
+        return name
     guide = model_kw.get("guide")
     if args.model == "ae" and guide not in (None, MODELS["ae"]):
         raise UsageError(f"--model ae is the deterministic autoencoder (guide delta) and cannot take --guide {guide}: "
@@ -254,6 +275,9 @@ def _epoch_metrics(kind: str, x_test: torch.Tensor, y_test):
         return lambda vae, x_val: {"val_accuracy": accuracy(vae, x_test, y_test)}
     if kind in LABELLED_MODELS:
         return None
+    if FAMILIES[kind].generic:  # per latent site, from traces
+        from ..diagnostics.sites import pair_epoch_metrics
+        return pair_epoch_metrics()
     from ..diagnostics import make_epoch_metrics
     return make_epoch_metrics(on_collapse=_warn_collapse)
 
@@ -350,7 +374,7 @@ def cmd_train(args) -> int:
         run_dir = args.out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists():
             raise UsageError(f"{run_dir} already holds a run: continue it with --resume or choose another --out")
-        settings = TrainSettings(**_labelled_train_kw(args, model, train_kw))
+        settings = TrainSettings(**{**FAMILIES[model].train_defaults, **_labelled_train_kw(args, model, train_kw)})
         data_spec = args.data or "mnist-10k"
     likelihood = model_kw.get("likelihood", "bernoulli") if not resuming else spec.likelihood
     ds = (run.load_data() if resuming else load_data(data_spec, likelihood=likelihood, root=args.data_root))
@@ -358,11 +382,17 @@ def cmd_train(args) -> int:
         condition_dim, condition = _condition(model, ds, data_spec)
         spec = ModelSpec(image_shape=ds.image_shape, condition_dim=condition_dim, **model_kw)
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model, condition=condition)
+        if model == "module":
+            config["module"] = parse_model(args.model)[1]
         if model == "ssvae":
             config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed, _explicit(args, SSVAE_FLAGS))
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = build_model(spec, config)
-    x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
+    family = family_of(config)
+    x_test, y_test = split_tensor(ds, binarizes(spec))
+    if family.generic:  # a pair outside the library: check the contract before anything is written
+        from ..traces import inspect_pair
+        sites = inspect_pair(vae, x_test[:2])
     c_train, c_test = conditions(config, ds)  # the labels or side vectors a cvae is given
     y_cond = None if c_test is None else torch.as_tensor(c_test)
     if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
@@ -392,7 +422,7 @@ def cmd_train(args) -> int:
     result = fit(vae, train_x, settings, train_y=train_y, val_y=val_y,
                  val_x=x_test.numpy() if settings.patience is None else None,
                  run_dir=run_dir, resume=resuming and (run_dir / CHECKPOINT).exists(), progress=not args.quiet,
-                 epoch_metrics=_epoch_metrics(config["model_kind"], x_test, y_test))
+                 epoch_metrics=_epoch_metrics(config["model_kind"], x_test, y_test), binarize=binarizes(spec))
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
         return 0
@@ -407,20 +437,23 @@ def cmd_train(args) -> int:
     write_json(run_dir / "summary.json", summary)  # the numbers first: a failing figure never loses them
     failures = {}
     attempt(failures, "elbo_curve.png", lambda: plot_history(result.history, run_dir / "elbo_curve.png"))
-    y_rec = None if y_cond is None else y_cond[:20]
-    attempt(failures, "reconstructions.png",
-            lambda: plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], y=y_rec).numpy(),
-                                         run_dir / "reconstructions.png"))
+    y_rec = () if y_cond is None else (y_cond[:20],)
+    if callable(getattr(vae, "reconstruct", None)):  # optional for a pair (docs/own_model.rst)
+        attempt(failures, "reconstructions.png",
+                lambda: plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], *y_rec).numpy(),
+                                             run_dir / "reconstructions.png"))
     gen = torch.Generator().manual_seed(settings.seed)
     side = y_cond[torch.arange(100) % len(y_cond)] if on_side_vectors(config) else None
     classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
     given = (", given the test side vectors" if side is not None else
              ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
     title = f"Samples (mean images of z ~ p(z){given})"
-    attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, y=side).numpy(),
-                                                         run_dir / "samples.png", title=title))
+    side_kw = {} if side is None else {"y": side}
+    if callable(getattr(vae, "sample", None)):  # optional for a pair (docs/own_model.rst)
+        attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, **side_kw).numpy(),
+                                                             run_dir / "samples.png", title=title))
     _report_failures(failures)
-    label = "test MAP objective" if vae.guide_net.deterministic else "test ELBO"
+    label = "test MAP objective" if FAMILIES[config["model_kind"]].guide == "delta" else "test ELBO"
     print(f"done in {seconds:.1f} s: {label} {test_elbo:.2f} nats/image (mean of 10 draws on "
           f"{len(x_test)} test images). Run saved in {run_dir}\n"
           f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png"

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 import numpy as np
+import pyro
 import torch
 
 from ..objectives import make_elbo, training_loss
-from .latent import is_point_mass
 from ..errors import InputError
 
 __all__ = ["GradientNoise", "gradient_noise", "parameter_groups", "point_mass_note"]
@@ -54,11 +54,31 @@ class GradientNoise:
         return asdict(self)
 
 
-def parameter_groups(vae) -> Dict[str, List[torch.nn.Parameter]]:
-    """The trainable parameters of the guide (``encoder``), decoder, prior and likelihood."""
-    groups = {"encoder": vae.guide_net, "decoder": vae.decoder, "prior": vae.prior, "likelihood": vae.likelihood}
-    out = {name: [p for p in module.parameters() if p.requires_grad] for name, module in groups.items()}
-    return {name: ps for name, ps in out.items() if ps}
+#: Display names of a built-in model's submodules.
+_GROUP_NAMES = {"guide_net": "encoder"}
+
+
+def parameter_groups(pair) -> Dict[str, List[torch.nn.Parameter]]:
+    """The trainable parameters of each named submodule of the pair (the VAE's ``encoder``,
+    ``decoder``, ``prior``, ``likelihood``; a user's pair's own submodules), each parameter in the
+    first group that holds it: a VampPrior's group has its pseudo-inputs, not the encoder it
+    shares with the guide. Parameters created with ``pyro.param`` form the group ``pyro.param``."""
+    seen, out = set(), {}
+    children = list(pair.named_children()) if isinstance(pair, torch.nn.Module) else []
+    for name, module in children:
+        ps = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in ps)
+        if ps:
+            out[_GROUP_NAMES.get(name, name)] = ps
+    own = [p for p in (pair.parameters(recurse=False) if isinstance(pair, torch.nn.Module) else [])
+           if p.requires_grad and id(p) not in seen]
+    seen.update(id(p) for p in own)
+    store = [p for _, p in pyro.get_param_store().named_parameters() if p.requires_grad and id(p) not in seen]
+    if own:
+        out["module"] = own
+    if store:
+        out["pyro.param"] = store
+    return out
 
 
 def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int = 1, repeats: int = 100,
@@ -108,9 +128,7 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
     return out
 
 
-def point_mass_note(vae) -> str:
-    """Why the gradient of a point-mass guide's objective has no Monte Carlo noise (else ``""``)."""
-    if is_point_mass(vae):
-        return ("the point-mass guide draws no samples: the gradient on a fixed minibatch has no Monte Carlo "
-                "noise (SNR is infinite); only minibatch noise remains")
-    return ""
+def point_mass_note() -> str:
+    """Why the gradient of a point-mass guide's objective has no Monte Carlo noise."""
+    return ("the point-mass guide draws no samples: the gradient on a fixed minibatch has no Monte Carlo "
+            "noise (SNR is infinite); only minibatch noise remains")

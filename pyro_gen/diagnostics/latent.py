@@ -53,15 +53,15 @@ POINT_MASS_NOTE = "not defined for a point-mass guide (the deterministic autoenc
 
 
 def unsupported_reason(vae) -> str:
-    """Why the diagnostics cannot handle this model (``""`` when they can): they cover the
-    unconditional :class:`~pyro_gen.vae.VAE` (any prior, guide and likelihood), not conditional
-    models, whose densities need the side vector ``y``, nor models with latent structure of their
-    own (which define their own ``log_weights``)."""
+    """Why the diagnostics cannot handle this model (``""`` when they can): they cover
+    unconditional models, the built-in :class:`~pyro_gen.vae.VAE` with its fast paths and any
+    other pair through traces (:mod:`pyro_gen.diagnostics.sites`); not conditional models, whose
+    densities need the side vector ``y``, nor the semi-supervised VAE, whose labels are latent."""
     if getattr(vae, "condition_dim", 0):
         return "the diagnostics cover unconditional VAEs; this is a conditional model (its densities need y)"
-    from ..vae import VAE
-    if not isinstance(vae, VAE):
-        return f"the diagnostics cover pyro_gen.vae.VAE models, not {type(vae).__name__}"
+    if getattr(vae, "labels_are_latent", False):
+        return (f"the diagnostics cover unconditional VAEs and pairs without enumerated labels, not "
+                f"{type(vae).__name__} (its class labels are latent)")
     return ""
 
 
@@ -261,6 +261,8 @@ class LatentDiagnostics:
     :param collapse_reason: why the flag fired (empty when it did not).
     :param num_points: how many data were used.
     :param note: what could not be computed and why.
+    :param sites: per latent site (a pair diagnosed from traces, :mod:`pyro_gen.diagnostics.sites`):
+        its KL, active units, dimensions and activity; ``None`` for the built-in VAE's one site.
     """
 
     rec: float
@@ -280,6 +282,7 @@ class LatentDiagnostics:
     min_active_units: int = COLLAPSE_ACTIVE
     note: str = ""
     seconds: float = field(default=0.0, compare=False)
+    sites: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -294,6 +297,9 @@ class LatentDiagnostics:
             out.update(kl=self.kl, mutual_info=self.mutual_info, marginal_kl=self.marginal_kl)
         if self.kl_per_dim is not None:
             out["kl_per_dim"] = [round(v, 5) for v in self.kl_per_dim]
+        if self.sites is not None:
+            out["kl_sites"] = {name: s["kl"] for name, s in self.sites.items()}
+            out["active_units_sites"] = {name: s["active_units"] for name, s in self.sites.items()}
         return out
 
 
@@ -372,7 +378,8 @@ def epoch_diagnostics(vae, x: Optional[torch.Tensor], max_points: int = 500, **k
     ``diag_points``, ``diag_seconds``. Runs on one intra-op thread (restored afterwards): at
     this size a second thread gains little on an idle machine and loses a lot on a busy one.
     """
-    if x is None or len(x) == 0 or unsupported_reason(vae):
+    from ..vae import VAE
+    if x is None or len(x) == 0 or not isinstance(vae, VAE) or unsupported_reason(vae):
         return {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is as fast idle and far faster on a busy machine

@@ -19,12 +19,15 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_write, attempt
+from ..evaluate import has_density
+from ..vae import VAE
 from ..data import binarize_fixed
 from .gap import GapResult, amortization_gap
 from .gradients import GradientNoise, gradient_noise, point_mass_note
 from .importance import KHAT_BAD, IWAECurve, iwae_curve, log_weight_matrix, pareto_k
-from .latent import (POINT_MASS_NOTE, LatentDiagnostics, is_point_mass, latent_diagnostics, posterior_means,
+from .latent import (POINT_MASS_NOTE, LatentDiagnostics, latent_diagnostics, posterior_means,
                      unsupported_reason)
+from .sites import site_diagnostics
 from .verdicts import Verdict, make_verdicts
 from ..errors import InputError
 
@@ -140,7 +143,9 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
                     num_particles=num_particles)
     seconds, notes = {}, {}
     t = time.perf_counter()
-    latent = latent_diagnostics(vae, x, max_points=len(x), num_samples=4, seed=seed)
+    generic = not isinstance(vae, VAE)  # a pair read through traces, per latent site
+    latent = (site_diagnostics(vae, x, max_points=len(x), seed=seed) if generic
+              else latent_diagnostics(vae, x, max_points=len(x), num_samples=4, seed=seed))
     seconds["latent"] = time.perf_counter() - t
     d = Diagnosis(settings=settings, num_test=len(x_test), test_index=idx, latent=latent, notes=notes, seconds=seconds)
     if len(idx) < len(x_test):
@@ -150,7 +155,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         torch.manual_seed(seed)
 
         def importance():
-            if is_point_mass(vae):
+            if not has_density(vae, x):
                 notes["importance"] = "IWAE bound, log p(x) and PSIS k-hat: " + POINT_MASS_NOTE
                 return
             say(f"importance sampling: {k_max} draws for each of {len(idx)} test images")
@@ -169,6 +174,10 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         d.gap_index = idx[gsel]
 
         def gap():
+            if generic:
+                d.gap = GapResult(note="the amortization gap refines a copy of a built-in guide family on each "
+                                       "image; it is not computed for this pair (see docs/own_model.rst)")
+                return
             say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
             d.gap = amortization_gap(vae, x[torch.as_tensor(gsel)], steps=gap_steps, log_px_samples=k_max,
                                      eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
@@ -176,7 +185,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         _guarded(d, "amortization_gap", gap)
 
         def gradients():
-            note = point_mass_note(vae)
+            note = "" if has_density(vae, x) else point_mass_note()
             if note:
                 notes["gradients"] = note
                 return
@@ -247,15 +256,18 @@ def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, 
     if history:
         dp.plot_elbo_terms(history, out_dir / FIGURES["elbo_terms"])
         out["elbo_terms"] = FIGURES["elbo_terms"]
-    dp.plot_kl_per_dim(d.latent.kl_per_dim, d.latent.activity, out_dir / FIGURES["kl_per_dim"],
-                       threshold=d.latent.active_threshold)
-    out["kl_per_dim"] = FIGURES["kl_per_dim"]
+    if d.latent.activity:
+        dp.plot_kl_per_dim(d.latent.kl_per_dim, d.latent.activity, out_dir / FIGURES["kl_per_dim"],
+                           threshold=d.latent.active_threshold)
+        out["kl_per_dim"] = FIGURES["kl_per_dim"]
     if d.iwae is not None:
         dp.plot_iwae_curve(d.iwae.k, d.iwae.bound, d.iwae.gain, d.iwae.gain_stderr, out_dir / FIGURES["iwae"])
         out["iwae"] = FIGURES["iwae"]
     if d.khat is not None:
         dp.plot_pareto_k(d.khat, d.test_index, out_dir / FIGURES["pareto_k"])
         out["pareto_k"] = FIGURES["pareto_k"]
+    if not isinstance(vae, VAE):  # the code-space pictures need the VAE's one flat code and its decoder
+        return out
     with torch.no_grad():
         means = posterior_means(vae, x_test)
     dp.plot_latent_pca(means.numpy(), y_test, out_dir / FIGURES["pca"])
@@ -294,6 +306,7 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     """
     from .. import _arviz
     from ..report import write_report
+    from ..families import binarizes
     from ..run import load_run, split_tensor
     from .posterior import posterior_data
 
@@ -306,9 +319,9 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     if reason:
         raise InputError(f"{run.path}: {reason}")
     ds = run.load_data(data)
-    x_test, y_test = split_tensor(ds, vae.likelihood.binarize)
+    x_test, y_test = split_tensor(ds, binarizes(run.spec))
     x_train = torch.as_tensor(ds.train_x[:128])
-    if vae.likelihood.binarize:
+    if binarizes(run.spec):
         x_train = torch.as_tensor(binarize_fixed(ds.train_x[:128], seed=seed))
     train = run.config.get("train", {})
     d = diagnose(vae, x_test, x_train=x_train, elbo=train.get("elbo", "trace"),

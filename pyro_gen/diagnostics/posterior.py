@@ -43,7 +43,10 @@ def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optiona
     :returns: an ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz 1.x), see :mod:`pyro_gen._arviz`.
     """
     from .. import _arviz  # imported here: ArviZ takes seconds to import
+    from ..vae import VAE
 
+    if not isinstance(vae, VAE):
+        return _pair_posterior_data(vae, x, test_index, labels, num_draws, per_datum, attrs, seed)
     point_mass = is_point_mass(vae)
     draws = 1 if point_mass else num_draws
     prior = vae.prior()
@@ -66,13 +69,47 @@ def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optiona
     if not point_mass:
         lq = cat(lq_all)
         sample_stats.update(log_q=lq, log_weight=lp + ll - lq)
+    constant = _constant_data(test_index, labels, per_datum)
+    n, d = z.shape[2], z.shape[3]
+    dims = {"z": ["datum", "latent"], "x": ["datum"], **{k: ["datum"] for k in list(sample_stats) + list(constant)}}
+    coords = {"datum": np.arange(n), "latent": np.arange(d)}
+    return _arviz.from_dict({"posterior": {"z": z}, "log_likelihood": {"x": ll}, "sample_stats": sample_stats,
+                             "constant_data": constant}, coords=coords, dims=dims, attrs=attrs)
+
+
+def _constant_data(test_index, labels, per_datum) -> dict:
     constant = {"test_index": np.asarray(test_index, dtype=np.int64)}
     if labels is not None:
         constant["label"] = np.asarray(labels, dtype=np.int64)
     for name, values in (per_datum or {}).items():
         constant[name] = np.asarray(values, dtype=np.float64)
-    n, d = z.shape[2], z.shape[3]
-    dims = {"z": ["datum", "latent"], "x": ["datum"], **{k: ["datum"] for k in list(sample_stats) + list(constant)}}
-    coords = {"datum": np.arange(n), "latent": np.arange(d)}
-    return _arviz.from_dict({"posterior": {"z": z}, "log_likelihood": {"x": ll}, "sample_stats": sample_stats,
+    return constant
+
+
+@torch.no_grad()
+def _pair_posterior_data(pair, x, test_index, labels, num_draws, per_datum, attrs, seed):
+    """:func:`posterior_data` of any pair, from traces: one posterior variable per latent site
+    (``(chain, draw, datum, SITE_dim)``, event dimensions flattened), one log-likelihood variable
+    per observed site, and the summed log prior, log q and log weight per draw."""
+    from .. import _arviz
+    from ..traces import inspect_pair, site_log_probs
+
+    sites = inspect_pair(pair, x[:2])
+    draws = 1 if sites.point_mass else num_draws
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, guide, values = site_log_probs(pair, x, draws, sites=sites, values=True)
+    arr = lambda t: t.double().numpy()[None]  # noqa: E731 -- (1, S, N, ...)
+    posterior = {name: arr(values[name]) for name in sites.latent if values.get(name) is not None}
+    log_prior = sum(model[name] for name in sites.latent)
+    log_q = sum(guide[name] for name in sites.latent)
+    log_lik = {name: arr(model[name]) for name in sites.observed}
+    stats = {"log_prior": arr(log_prior)}
+    if not sites.point_mass:
+        stats.update(log_q=arr(log_q), log_weight=arr(log_prior + sum(model[n] for n in sites.observed) - log_q))
+    constant = _constant_data(test_index, labels, per_datum)
+    dims = {**{name: ["datum", f"{name}_dim"] for name in posterior}, **{name: ["datum"] for name in log_lik},
+            **{k: ["datum"] for k in list(stats) + list(constant)}}
+    coords = {"datum": np.arange(len(x)), **{f"{name}_dim": np.arange(v.shape[-1]) for name, v in posterior.items()}}
+    return _arviz.from_dict({"posterior": posterior, "log_likelihood": log_lik, "sample_stats": stats,
                              "constant_data": constant}, coords=coords, dims=dims, attrs=attrs)

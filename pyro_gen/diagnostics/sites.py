@@ -1,0 +1,99 @@
+"""The latent diagnostics of any model/guide pair, per latent site, from traces.
+
+For a pair that is not the built-in :class:`~pyro_gen.vae.VAE` (a user's own pair, the
+hierarchical VAE), everything comes from :func:`pyro_gen.traces.site_log_probs`: with
+:math:`z^{(k)} \\sim q(z \\mid x)` drawn by the guide and the model replayed on them,
+
+.. math::
+
+    \\text{rec}(x) = \\overline{\\textstyle\\sum_{s \\text{ observed}} \\log p_s}, \\qquad
+    \\mathrm{KL}_s(x) = \\overline{\\log q_s(z_s) - \\log p_s(z_s \\mid \\ldots)},
+
+the bars averaging the K draws; the KL terms of all sites add up to the ELBO's KL term
+(:math:`\\mathrm{ELBO} = \\text{rec} - \\sum_s \\mathrm{KL}_s`). For a hierarchy the KL of a lower
+site is taken against its conditional prior :math:`p(z_l \\mid z_{l+1})` at the guide's draws.
+A unit of a site is active when the variance over data of its posterior mean (the average of the
+K draws) exceeds 0.01 (Burda et al. 2015). The mutual information and the aggregate
+posterior's KL need cross-datum densities of a flat code and are not reported per site.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from ..traces import inspect_pair, site_log_probs
+from .latent import (ACTIVE_THRESHOLD, COLLAPSE_ACTIVE, COLLAPSE_KL, LatentDiagnostics, _subset)
+
+__all__ = ["site_diagnostics"]
+
+
+@torch.no_grad()
+def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_points: int = 500, seed: int = 0,
+                     min_kl: float = COLLAPSE_KL, min_active_units: int = COLLAPSE_ACTIVE,
+                     active_threshold: float = ACTIVE_THRESHOLD) -> LatentDiagnostics:
+    """Per-site latent diagnostics of any pair on (at most ``max_points`` of) ``x``.
+
+    :param pair: a model/guide pair (the contract of :mod:`pyro_gen.traces`).
+    :param x: data ``(N, ...)``.
+    :param args: further arguments of model and guide.
+    :param num_samples: K draws per datum.
+    :param max_points: data used at most (evenly spaced).
+    :param seed: seed of the draws (the global random state is left as it was).
+    :returns: a :class:`~pyro_gen.diagnostics.latent.LatentDiagnostics` whose totals add the
+        sites up and whose ``sites`` holds, per latent site, its KL, active units and activity.
+    """
+    t0 = time.perf_counter()
+    x = _subset(x, max_points)
+    sites = inspect_pair(pair, x[:2], *(a[:2] for a in args))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, guide, draws = site_log_probs(pair, x, num_samples, *args, sites=sites, values=True)
+    rec = sum(model[name] for name in sites.observed).mean(0).double()
+    per_site, activity, kl_total = {}, [], torch.zeros_like(rec)
+    point_mass = bool(sites.point_mass)
+    for name in sites.latent:
+        kl = (guide[name] - model[name]).mean(0).double()
+        kl_total = kl_total + kl
+        v = draws.get(name)
+        act = None if v is None or len(x) < 2 else v.mean(0).var(0, unbiased=True)
+        per_site[name] = {"kl": None if point_mass else float(kl.mean()),
+                          "dims": None if act is None else int(act.numel()),
+                          "active_units": None if act is None else int((act > active_threshold).sum()),
+                          "activity": None if act is None else act.tolist()}
+        if act is not None:
+            activity += act.tolist()
+    n_active = sum(s["active_units"] or 0 for s in per_site.values())
+    kl_mean = None if point_mass else float(kl_total.mean())
+    reasons = []
+    if kl_mean is not None and kl_mean < min_kl:
+        reasons.append(f"mean KL {kl_mean:.3f} nats < {min_kl:g}")
+    if n_active < min_active_units:
+        reasons.append(f"{n_active} active units < {min_active_units}")
+    note = ("per latent site from traces (Monte Carlo over "
+            f"{num_samples} draws); mutual information and the aggregate posterior's KL are not reported for "
+            "this pair")
+    return LatentDiagnostics(
+        rec=float(rec.mean()) if point_mass else float(rec.mean()), kl=kl_mean, kl_closed_form=False,
+        kl_per_dim=None, kl_per_dim_note="per site: see sites", activity=activity, active_units=n_active,
+        mutual_info=None, marginal_kl=None, collapse=bool(reasons), collapse_reason="; ".join(reasons),
+        num_points=len(x), active_threshold=active_threshold, min_kl=min_kl, min_active_units=min_active_units,
+        note=note, seconds=time.perf_counter() - t0, sites=per_site)
+
+
+def pair_epoch_metrics(x_fallback: Optional[torch.Tensor] = None, **kwargs):
+    """An ``epoch_metrics(pair, x_val)`` callable for :func:`pyro_gen.train.fit`: the
+    :meth:`~pyro_gen.diagnostics.latent.LatentDiagnostics.row` of :func:`site_diagnostics` on
+    held-out data (one intra-op thread, as :func:`~pyro_gen.diagnostics.latent.epoch_diagnostics`)."""
+    def epoch_metrics(pair, x_val):
+        x = x_val if x_val is not None else x_fallback
+        if x is None or len(x) == 0:
+            return {}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return site_diagnostics(pair, x, **kwargs).row()
+        finally:
+            torch.set_num_threads(threads)
+    return epoch_metrics

@@ -1,0 +1,141 @@
+"""The model families: everything the command line and a run directory need to know about each
+kind of model, in one place.
+
+A family says how its model is built from a run's configuration, which guide it defaults to,
+which data it needs besides the images (labels, side vectors), which training settings it
+defaults to, and whether it has fast paths of its own or is evaluated and diagnosed through the
+generic, trace-based paths (:mod:`pyro_gen.traces`, :mod:`pyro_gen.diagnostics.sites`). Adding a
+family is one entry of :data:`FAMILIES` (and its model code).
+
+``--model module:pkg.mod:Factory`` makes a user's own model/guide pair a family too: ``Factory``
+is called with the keyword arguments it accepts among ``image_shape``, ``latent_dim``, ``hidden``
+and ``likelihood`` (the ``--latent-dim``, ``--hidden`` and ``--likelihood`` flags), and must return an
+``nn.Module`` with ``model(x)`` and ``guide(x)`` (the contract of :mod:`pyro_gen.traces`).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+from torch import nn
+
+from ._spec import import_target
+from .errors import InputError
+from .likelihoods import make_likelihood
+from .traces import is_pair
+from .vae import ModelSpec
+
+__all__ = ["Family", "FAMILIES", "family_of", "parse_model", "build_model", "binarizes", "MODULE_PREFIX"]
+
+MODULE_PREFIX = "module:"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of model.
+
+    :param name: the ``--model`` value (``model_kind`` in ``config.json``).
+    :param help: one line for ``--help``.
+    :param build: ``build(spec, config) -> nn.Module``, the untrained model of a run.
+    :param guide: the guide spec it defaults to (``None``: the family has no ``--guide``).
+    :param inputs: what it needs besides images: ``""``, ``"condition"`` (labels or side
+        vectors) or ``"semi"`` (labels, most of them hidden).
+    :param generic: evaluated and diagnosed through the trace-based paths only.
+    :param train_defaults: training settings it needs other than :class:`~pyro_gen.train.TrainSettings`'s
+        defaults (e.g. the ``trace`` ELBO for a hierarchy, whose guide is not mean-field).
+    """
+
+    name: str
+    help: str
+    build: Callable[[ModelSpec, dict], nn.Module]
+    guide: Optional[str] = "diagonal"
+    inputs: str = ""
+    generic: bool = False
+    train_defaults: Dict[str, object] = field(default_factory=dict)
+
+
+def _build_vae(spec: ModelSpec, config: dict) -> nn.Module:
+    return spec.build()
+
+
+def _build_ssvae(spec: ModelSpec, config: dict) -> nn.Module:
+    from .ssvae import build_ssvae
+    options = config["ssvae"]
+    return build_ssvae(spec, aux_weight=options["aux_weight"], labelled_weight=options["labelled_weight"],
+                       aux_dim=options.get("aux_dim", 0), augment=options.get("augment", False))
+
+
+def _build_hvae(spec: ModelSpec, config: dict) -> nn.Module:
+    from .hvae import HVAE
+    return HVAE(spec.image_shape, latent_dims=(2 * spec.latent_dim, spec.latent_dim), hidden=spec.hidden,
+                likelihood=spec.likelihood)
+
+
+def _build_module(spec: ModelSpec, config: dict) -> nn.Module:
+    target = config["module"]
+    factory = import_target(target, "model", "my_models:MyVAE")
+    offered = {"image_shape": tuple(spec.image_shape), "latent_dim": spec.latent_dim, "hidden": tuple(spec.hidden),
+               "likelihood": spec.likelihood}
+    try:
+        params = inspect.signature(factory).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
+    except (TypeError, ValueError):
+        kwargs = {}
+    pair = factory(**kwargs)
+    if not isinstance(pair, nn.Module) or not is_pair(pair):
+        raise InputError(f"model 'module:{target}': {target} returned a {type(pair).__name__}; it must return a "
+                         f"torch.nn.Module with model(x) and guide(x) methods written in Pyro")
+    return pair
+
+
+#: Every family, by ``--model`` name (``module`` stands for ``module:pkg.mod:Factory``).
+FAMILIES: Dict[str, Family] = {f.name: f for f in [
+    Family("vae", "the VAE (default)", _build_vae),
+    Family("ae", "the deterministic autoencoder (the delta guide)", _build_vae, guide="delta"),
+    Family("cvae", "conditioned on the labels, or on the side vectors of a .npz file's 'condition' array",
+           _build_vae, inputs="condition"),
+    Family("ssvae", "semi-supervised M2, with --labels-per-class", _build_ssvae, inputs="semi",
+           train_defaults={"elbo": "enum"}),
+    Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
+                   "units (Burda et al. 2015's shape; bottom-up inference)", _build_hvae, guide=None, generic=True,
+           train_defaults={"elbo": "trace"}),
+    Family("module", "your own model/guide pair: module:pkg.mod:Factory (docs/own_model.rst)", _build_module,
+           guide=None, generic=True, train_defaults={"elbo": "trace"}),
+]}
+
+
+def parse_model(text: str) -> Tuple[str, Optional[str]]:
+    """``--model`` -> ``(family name, module target or None)``.
+
+    :raises InputError: for an unknown name or a malformed ``module:`` spec.
+    """
+    if text.startswith(MODULE_PREFIX):
+        target = text[len(MODULE_PREFIX):]
+        if ":" not in target:
+            raise InputError(f"--model {text}: expected module:pkg.mod:Factory, e.g. module:my_models:MyVAE")
+        return "module", target
+    if text not in FAMILIES or text == "module":
+        raise InputError(f"unknown model {text!r}: expected one of {', '.join(n for n in FAMILIES if n != 'module')}, "
+                         f"gan, or module:pkg.mod:Factory")
+    return text, None
+
+
+def family_of(config: dict) -> Family:
+    """The family of a run's configuration (``model_kind``)."""
+    kind = config.get("model_kind", "vae")
+    if kind not in FAMILIES:
+        raise InputError(f"unknown model kind {kind!r} in the run's configuration")
+    return FAMILIES[kind]
+
+
+def build_model(spec: ModelSpec, config: dict) -> nn.Module:
+    """The (untrained) model a run's configuration describes."""
+    return family_of(config).build(spec, config)
+
+
+def binarizes(spec: ModelSpec) -> bool:
+    """Whether the data of a run are binarized (a Bernoulli likelihood: dynamically in training,
+    once with seed 0 for the test split)."""
+    return bool(make_likelihood(spec.likelihood).binarize)

@@ -1,0 +1,127 @@
+"""A hierarchical VAE with two or more stochastic layers, written as a plain Pyro model/guide pair.
+
+The generative model is a top-down chain and the guide a bottom-up one, the two-stochastic-layer
+model of Burda, Grosse & Salakhutdinov (2015, "Importance Weighted Autoencoders", section 5) in
+general depth :math:`L`:
+
+.. math::
+
+    p(z_L)\\,\\prod_{l=1}^{L-1} p_\\theta(z_l \\mid z_{l+1})\\; p_\\theta(x \\mid z_1), \\qquad
+    q_\\phi(z_1 \\mid x) \\prod_{l=2}^{L} q_\\phi(z_l \\mid z_{l-1}),
+
+every conditional a diagonal Normal whose mean and scale come from an MLP (softplus units), the
+top prior a standard Normal, the likelihood one of :mod:`pyro_gen.likelihoods`. Sites ``z1`` ..
+``zL`` and ``x`` sit inside ``pyro.plate("data")``: the pair uses only what the contract gives
+(:mod:`pyro_gen.traces`), so training, evaluation and the diagnostics reach it through the generic
+paths (the log weights, the ELBO's terms per site). Bottom-up inference was chosen over the
+top-down inference of the ladder VAE (Sønderby et al. 2016) for its simplicity; see
+``docs/own_model.rst`` for what it measured.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import InputError
+from .likelihoods import make_likelihood
+
+__all__ = ["HVAE", "GaussianLayer"]
+
+
+class GaussianLayer(nn.Module):
+    """An MLP from ``in_features`` to the mean and scale of a diagonal Normal over ``out_features``
+    (scale :math:`\\operatorname{softplus}(\\cdot) + 10^{-4}`).
+
+    :param in_features: input size.
+    :param hidden: hidden widths (softplus units).
+    :param out_features: size of the variable.
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int):
+        super().__init__()
+        layers, n = [], in_features
+        for h in hidden:
+            layers += [nn.Linear(n, h), nn.Softplus()]
+            n = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(n, 2 * out_features)
+
+    def forward(self, v: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw = self.head(self.body(v)).chunk(2, dim=-1)
+        return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
+
+
+class HVAE(nn.Module):
+    """A VAE with ``len(latent_dims)`` stochastic layers (see the module's description).
+
+    :param image_shape: ``(C, H, W)`` of one datum.
+    :param latent_dims: sizes of :math:`z_1, \\ldots, z_L` (bottom first), e.g. ``(64, 32)``.
+    :param hidden: hidden widths between x and :math:`z_1`; the deeper layers use half of each.
+    :param likelihood: a name of :data:`pyro_gen.likelihoods.LIKELIHOODS`.
+    """
+
+    def __init__(self, image_shape: Tuple[int, int, int], latent_dims: Sequence[int] = (64, 32),
+                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli"):
+        super().__init__()
+        if len(latent_dims) < 2:
+            raise InputError(f"a hierarchical VAE needs at least two stochastic layers, got {list(latent_dims)}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dims = tuple(int(d) for d in latent_dims)
+        pixels = math.prod(self.image_shape)
+        deep = [max(1, h // 2) for h in hidden]
+        self.likelihood = make_likelihood(likelihood)
+        # inference, bottom-up: q(z1 | x), q(z_{l+1} | z_l)
+        self.encoders = nn.ModuleList([GaussianLayer(pixels, hidden, self.latent_dims[0])] + [
+            GaussianLayer(a, deep, b) for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])])
+        # generation, top-down: p(z_l | z_{l+1}), then the pixels' raw outputs from z1
+        self.decoders = nn.ModuleList([GaussianLayer(b, deep, a)
+                                       for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])])
+        body, n = [], self.latent_dims[0]
+        for h in reversed(tuple(hidden)):
+            body += [nn.Linear(n, h), nn.Softplus()]
+            n = h
+        self.pixels = nn.Sequential(*body, nn.Linear(n, pixels))
+
+    def _x(self, z1: torch.Tensor) -> dist.TorchDistribution:
+        out = self.pixels(z1).reshape(z1.shape[:-1] + self.image_shape)
+        return self.likelihood(out)
+
+    def _top(self, like: torch.Tensor, batch: int) -> dist.TorchDistribution:
+        d = self.latent_dims[-1]
+        return dist.Normal(like.new_zeros(batch, d), like.new_ones(batch, d)).to_event(1)
+
+    def model(self, x: torch.Tensor) -> None:
+        """:math:`z_L \\sim N(0, I)`, :math:`z_l \\sim p(z_l \\mid z_{l+1})`, :math:`x \\sim p(x \\mid z_1)`."""
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample(f"z{len(self.latent_dims)}", self._top(x, x.shape[0]))
+            for level in range(len(self.latent_dims) - 1, 0, -1):
+                z = pyro.sample(f"z{level}", self.decoders[level - 1](z))
+            pyro.sample("x", self._x(z), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        """:math:`z_1 \\sim q(z_1 \\mid x)`, :math:`z_{l+1} \\sim q(z_{l+1} \\mid z_l)`."""
+        with pyro.plate("data", x.shape[0]):
+            v = x.reshape(x.shape[: x.dim() - 3] + (-1,))
+            for level, encoder in enumerate(self.encoders, start=1):
+                v = pyro.sample(f"z{level}", encoder(v))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
+        z = torch.randn(n, self.latent_dims[-1], generator=generator)
+        for level in range(len(self.latent_dims) - 1, 0, -1):
+            p = self.decoders[level - 1](z).base_dist
+            z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator)
+        return self.likelihood.mean(self.pixels(z).reshape((n,) + self.image_shape))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean image of :math:`p(x \\mid z_1 = E_q[z_1])`."""
+        return self.likelihood.mean(self.pixels(self.encoders[0](x.reshape(x.shape[0], -1)).mean)
+                                    .reshape(x.shape))
