@@ -132,6 +132,10 @@ def load_state(model, path: Path) -> None:
     state = load_checkpoint(path / CHECKPOINT)
     try:
         model.load_state_dict(state.get("best_model") or state["model"])
+        if state.get("pyro_params"):  # a pair's own pyro.param parameters, created by one run on zeros
+            from .params import load_store_state
+            shape = tuple(read_json(path / CONFIG)["model"]["image_shape"])
+            load_store_state(model, state["pyro_params"], torch.zeros((2,) + shape))
     except (KeyError, RuntimeError) as e:
         raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
 

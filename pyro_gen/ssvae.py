@@ -250,7 +250,8 @@ class SSVAE(nn.Module):
         a = None if qa is None else qa.sample((k,))
         if y is None:
             qy = dist.Categorical(logits=self._logits(x, a))
-            ys = qy.sample() if self.has_aux else qy.sample((k,))
+            # drawn as Pyro draws an expanded site, so that the generic path makes the same draws
+            ys = qy.sample() if self.has_aux else qy.expand(torch.Size((k,)) + qy.batch_shape).sample()
             extra = self._label_prior(x).log_prob(ys) - qy.log_prob(ys)
         else:
             if y.numel() and int(y.min()) < 0:

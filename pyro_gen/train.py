@@ -32,6 +32,7 @@ from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
 from .data import binarize as binarize_batch
 from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
 from . import distributed
+from .params import load_store_state, materialize, pair_parameters, store_parameters, store_state
 from .errors import InputError
 
 __all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer", "check_free_bits"]
@@ -276,9 +277,14 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                              total_steps=settings.epochs * steps_per_epoch)
     if settings.free_bits:
         check_free_bits(vae, x_all[:1], None if y_all is None else y_all[:1])
-    # the parameters exist before DDP and the optimizer are built; DDP averages gradients
+    # the parameters exist before DDP and the optimizer are built (lazy pyro.param ones too); DDP averages gradients
+    materialize(vae, x_all[:2], *(() if y_all is None else (y_all[:2],)))
+    if world > 1 and store_parameters(vae):
+        raise InputError(f"{type(vae).__name__} keeps parameters in Pyro's param store (pyro.param), which "
+                         "DistributedDataParallel does not synchronize: train it in one process, or make them "
+                         "module parameters (nn.Parameter, PyroModule's PyroParam)")
     loss_fn = distributed.wrap(LossModule(elbo, vae, n, settings.free_bits), world)
-    opt = make_optimizer(vae.parameters(), settings)
+    opt = make_optimizer(pair_parameters(vae), settings)
     sched = _make_schedule(opt, settings, steps_per_epoch)
     gen = torch.Generator().manual_seed(settings.seed + 7919 * rank)  # binarization noise
     progress = progress and rank == 0
@@ -290,6 +296,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
         vae.load_state_dict(state["model"])
+        load_store_state(vae, state.get("pyro_params", {}), x_all[:2], *(() if y_all is None else (y_all[:2],)))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_peak_lr(opt, sched, settings.lr)
@@ -338,7 +345,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                         f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
                         f"checkpoint (epoch {epoch}) is kept: {how}")
                 if settings.optimizer == "clippedadam":
-                    torch.nn.utils.clip_grad_norm_(vae.parameters(), settings.clip_norm)
+                    torch.nn.utils.clip_grad_norm_(pair_parameters(vae), settings.clip_norm)
                 opt.step()
                 sched.step()
                 total += value * len(x)
@@ -381,6 +388,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                          "bad_epochs": bad_epochs, "finished": stopped_early or epoch + 1 == settings.epochs}
                 if best_state is not None:
                     state["best_model"] = best_state
+                pyro_params = store_state(vae)
+                if pyro_params:
+                    state["pyro_params"] = pyro_params
                 save_checkpoint(write_dir / CHECKPOINT, state)
             if on_epoch is not None:
                 on_epoch(row)

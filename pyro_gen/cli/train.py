@@ -245,7 +245,8 @@ def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
     if args.data_root is not None:
         add("data_root", "--data-root", str(args.data_root), data.get("root"))
     if args.model is not None:
-        add("model", "--model", args.model, config.get("model_kind"))
+        kind = config.get("model_kind")
+        add("model", "--model", args.model, f"module:{config.get('module')}" if kind == "module" else kind)
     if args.labels_per_class is not None:
         add("labels_per_class", "--labels-per-class", args.labels_per_class, ssvae.get("labels_per_class"))
     for flag, key, _ in SSVAE_FLAGS:

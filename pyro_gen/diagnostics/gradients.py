@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 import numpy as np
-import pyro
 import torch
 
 from ..objectives import make_elbo, training_loss
+from ..params import store_parameters
 from ..errors import InputError
 
 __all__ = ["GradientNoise", "gradient_noise", "parameter_groups", "point_mass_note"]
@@ -73,7 +73,7 @@ def parameter_groups(pair) -> Dict[str, List[torch.nn.Parameter]]:
     own = [p for p in (pair.parameters(recurse=False) if isinstance(pair, torch.nn.Module) else [])
            if p.requires_grad and id(p) not in seen]
     seen.update(id(p) for p in own)
-    store = [p for _, p in pyro.get_param_store().named_parameters() if p.requires_grad and id(p) not in seen]
+    store = [p for p in store_parameters(pair).values() if p.requires_grad and id(p) not in seen]
     if own:
         out["module"] = own
     if store:

@@ -1,0 +1,225 @@
+"""The model/guide pair as the contract: log weights from traces against closed forms, the
+built-in fast paths against the generic one, per-site KL, parameters made by ``pyro.param`` and
+``PyroModule``, refusals in one line, and a user's own pair through every command."""
+import json
+
+import pyro
+import pytest
+import torch
+
+from _pairs import IndependentSites, LazyParamVAE, PyroModuleVAE, TutorialVAE, TwoLayerLinearGaussian
+from pyro_gen.checkpoint import load_checkpoint
+from pyro_gen.cli import main
+from pyro_gen.diagnostics.sites import site_diagnostics
+from pyro_gen.errors import InputError
+from pyro_gen.evaluate import importance_log_likelihood, log_weights
+from pyro_gen.families import FAMILIES
+from pyro_gen.traces import inspect_pair, trace_log_weights
+from pyro_gen.train import TrainSettings, fit
+from pyro_gen.vae import ModelSpec
+
+IMAGE = (1, 6, 5)
+
+
+def test_generic_log_weights_of_a_two_layer_linear_gaussian_are_the_exact_marginal():
+    """With the exact posterior as guide every log weight equals log p(x) (1e-6, float64), for
+    the vectorized particles and for the repeated-data path alike."""
+    pair = TwoLayerLinearGaussian()
+    x = pair.marginal().sample((8,))
+    exact = pair.marginal().log_prob(x)
+    for vectorize in (True, False):
+        lw = trace_log_weights(pair, x, 16, vectorize=vectorize)
+        assert lw.shape == (16, 8)
+        assert torch.allclose(lw, exact.expand(16, 8), atol=1e-6)
+
+
+def test_generic_importance_estimate_on_a_misspecified_guide():
+    """A 1.4x wider guide: the ELBO is well below log p(x), the K=4000 estimate within 0.03 nats
+    of it on average and above the ELBO (the direction theory gives, beyond Monte Carlo error)."""
+    pair = TwoLayerLinearGaussian(widen=1.4)
+    x = pair.marginal().sample((20,))
+    exact = pair.marginal().log_prob(x)
+    torch.manual_seed(0)
+    lw = trace_log_weights(pair, x, 4000)
+    elbo, estimate = lw.mean(0), torch.logsumexp(lw, 0) - torch.log(torch.tensor(4000.0, dtype=lw.dtype))
+    assert float((exact - elbo).mean()) > 0.2
+    assert abs(float((estimate - exact).mean())) < 0.03
+    assert float((estimate - elbo).min()) > 0
+
+
+GUIDES = ["diagonal", "fullrank", "iaf:2"]
+PRIORS = ["standard", "learned", "mog:3", "vamp:3", "flow:1", "studentt"]
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize("guide", GUIDES)
+def test_the_vaes_fast_path_equals_the_generic_one(guide, prior):
+    """VAE.log_weights (the encoder once for all K draws) and the trace-based log weights agree
+    to 1e-4 nats per draw on the same random draws."""
+    vae = ModelSpec(IMAGE, latent_dim=3, hidden=(16,), guide=guide, prior=prior).build().eval()
+    x = torch.rand(7, *IMAGE).bernoulli()
+    torch.manual_seed(0)
+    fast = vae.log_weights(x, 11)
+    torch.manual_seed(0)
+    generic = trace_log_weights(vae, x, 11)
+    assert torch.allclose(fast, generic, atol=1e-4)
+
+
+def test_the_cvaes_and_the_ssvaes_fast_paths_equal_the_generic_one():
+    from pyro_gen.ssvae import build_ssvae
+    x = torch.rand(6, *IMAGE).bernoulli()
+    y = torch.tensor([0, 2, 1, 1, 0, 2])
+    cvae = ModelSpec(IMAGE, latent_dim=3, hidden=(16,), condition_dim=3).build().eval()
+    torch.manual_seed(0)
+    fast = cvae.log_weights(x, 5, y)
+    torch.manual_seed(0)
+    assert torch.allclose(fast, trace_log_weights(cvae, x, 5, y), atol=1e-4)
+    ssvae = build_ssvae(ModelSpec(IMAGE, latent_dim=3, hidden=(16,), condition_dim=3)).eval()
+    torch.manual_seed(0)
+    fast = ssvae.log_weights(x, 5)
+    torch.manual_seed(0)
+    assert torch.allclose(fast, trace_log_weights(ssvae, x, 5), atol=1e-4)
+
+
+def test_every_family_with_a_fast_path_is_held_to_the_generic_one():
+    """vae/cvae/ssvae above; ae has no density; hvae and user pairs have only the generic path."""
+    fast = {"vae", "cvae", "ssvae"}
+    assert fast | {"ae"} | {name for name, f in FAMILIES.items() if f.generic} == set(FAMILIES)
+
+
+def test_per_site_kl_of_a_two_site_model_equals_its_closed_form():
+    """KL(q || p) per site from traces (Monte Carlo, 4000 draws) against the closed form of each
+    site: within 4 standard errors, and the sites add up to the total."""
+    pair = IndependentSites(n=40)
+    x = torch.randn(40, 5)
+    d = site_diagnostics(pair, x, num_samples=4000, max_points=40)
+    for site in ("za", "zb"):
+        exact = float(pair.kl(site).mean())
+        assert d.sites[site]["kl"] == pytest.approx(exact, abs=0.02 + 0.01 * exact)
+    assert d.kl == pytest.approx(d.sites["za"]["kl"] + d.sites["zb"]["kl"], abs=1e-9)
+    assert d.sites["za"]["dims"] == 2 and d.sites["zb"]["dims"] == 3
+
+
+def test_a_latent_site_outside_the_data_plate_is_refused_in_one_line():
+    from _pairs import GlobalLatentVAE
+    with pytest.raises(InputError, match=r"GlobalLatentVAE.model: site 'w' is outside pyro.plate\('data'\)"):
+        inspect_pair(GlobalLatentVAE(IMAGE), torch.rand(2, *IMAGE))
+
+
+def test_a_module_without_model_and_guide_is_refused():
+    with pytest.raises(InputError, match="not a model/guide pair: it has no model and no guide"):
+        inspect_pair(torch.nn.Linear(2, 2), torch.rand(2, 2))
+
+
+def _train(pair, x, run_dir, epochs, resume=False):
+    # a constant learning rate: the cosine schedule's shape depends on the number of epochs
+    return fit(pair, x, TrainSettings(epochs=epochs, batch_size=50, elbo="trace", seed=3, lr_schedule="constant"),
+               run_dir=run_dir,
+               resume=resume, progress=False, binarize=True)
+
+
+@pytest.mark.parametrize("make", [LazyParamVAE, PyroModuleVAE], ids=["pyro.param", "PyroModule"])
+def test_pyro_param_and_pyromodule_pairs_train_checkpoint_resume_bit_exactly(make, mnist, tmp_path):
+    x = mnist.train_x[:200]
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    whole = make()
+    _train(whole, x, tmp_path / "whole", 3)
+    final = {k: v.clone() for k, v in pyro.get_param_store().items()}
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    part = make()
+    _train(part, x, tmp_path / "part", 2)
+    state = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    if make is LazyParamVAE:
+        assert set(state["pyro_params"]) == {"prior_scale"}  # the store's own parameter is checkpointed
+    pyro.clear_param_store()
+    torch.manual_seed(99)
+    again = make()  # other initial values: everything must come from the checkpoint
+    _train(again, x, tmp_path / "part", 3, resume=True)
+    for (name, a), b in zip(whole.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name, value in final.items():
+        assert torch.equal(value, pyro.param(name).detach()), name
+    rows = lambda d: [{k: v for k, v in json.loads(r).items() if k != "seconds"}  # noqa: E731
+                      for r in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert rows("whole") == rows("part")
+    xt = torch.as_tensor(mnist.test_x[:20]).bernoulli()
+    assert torch.isfinite(importance_log_likelihood(again, xt, k=10)).all()
+
+
+def test_a_lazy_pyro_param_is_trained():
+    """The engine optimizes a parameter the pair creates on its first call."""
+    pyro.clear_param_store()
+    pair = LazyParamVAE(IMAGE)
+    fit(pair, torch.rand(60, *IMAGE).numpy(), TrainSettings(epochs=2, batch_size=20, elbo="trace", lr=0.05),
+        progress=False, binarize=True)
+    assert not torch.allclose(pyro.param("prior_scale").detach(), torch.ones(4))
+
+
+TINY = ["--hidden", "16", "--latent-dim", "3", "--batch-size", "100", "--quiet"]
+DIAG = ["--k-max", "100", "--points", "20", "--gap-points", "2", "--gap-steps", "5", "--grad-repeats", "4", "--quiet"]
+
+
+@pytest.mark.parametrize("target", ["_pairs:TutorialVAE", "_pairs:LazyParamVAE", "_pairs:PyroModuleVAE"])
+def test_a_users_pair_through_every_command(target, tmp_path, small_npz, capsys):
+    pyro.clear_param_store()
+    run = tmp_path / "run"
+    argv = ["train", "--model", f"module:{target}", "--data", str(small_npz), "--out", str(run), *TINY]
+    assert main(argv + ["--epochs", "2"]) == 0, capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_kind"] == "module" and config["module"] == target and config["train"]["elbo"] == "trace"
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all("kl_sites" in r and "diagnostics_error" not in r for r in rows)
+    pyro.clear_param_store()
+    assert main(argv + ["--epochs", "3", "--resume"]) == 0  # the same command line continues it
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    pyro.clear_param_store()
+    assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["test_nll"] > 0 and result["test_nll"] <= -result["test_elbo"] + 0.5
+    assert main(["diagnose", str(run), *DIAG]) == 0, capsys.readouterr().err
+    summary = json.loads((run / "diagnostics.json").read_text())
+    assert set(summary["latent"]["sites"]) == ({"za", "zb"} if "PyroModule" in target else {"latent"})
+    assert summary["iwae"] is not None and summary["gradients"]
+    assert (run / "report.html").is_file() and (run / "posterior.nc").is_file()
+    code = main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")])
+    if target.endswith("TutorialVAE") or target.endswith("LazyParamVAE"):
+        assert code == 0 and (tmp_path / "s.png").is_file()
+    else:
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "defines no sample(n, generator=None) method" in err
+
+
+def test_an_unsupported_pair_exits_2_with_one_line_and_nothing_written(tmp_path, small_npz, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "module:_pairs:GlobalLatentVAE", "--data", str(small_npz), "--out", str(run),
+                 "--epochs", "1", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "site 'w' is outside pyro.plate('data')" in err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("flags, phrase", [(["--model", "module:_pairs:Nope"], "has no callable 'Nope'"),
+                                           (["--model", "module:no_such_module:X"], "cannot import 'no_such_module'"),
+                                           (["--model", "module:_pairs:TutorialVAE", "--prior", "vamp"],
+                                            "cannot take --prior"),
+                                           (["--model", "hvae", "--guide", "iaf"], "cannot take --guide")])
+def test_bad_model_flags_exit_2(flags, phrase, tmp_path, small_npz, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *flags, "--data", str(small_npz), "--out", str(run), "--epochs", "1", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and phrase in err, err
+    assert not run.exists()
+
+
+def test_hvae_trains_evaluates_diagnoses_and_samples(tmp_path, small_npz, capsys):
+    run = tmp_path / "hvae"
+    assert main(["train", "--model", "hvae", "--data", str(small_npz), "--out", str(run), "--epochs", "3",
+                 *TINY]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(r["kl_sites"]) == {"z1", "z2"} for r in rows)
+    assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
+    assert main(["diagnose", str(run), *DIAG]) == 0
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
