@@ -180,12 +180,10 @@ ELBOS = {"trace": pyro.infer.Trace_ELBO, "meanfield": pyro.infer.TraceMeanField_
 def make_elbo(name: str = "trace", num_particles: int = 1) -> pyro.infer.ELBO:
     """Build a Pyro ELBO by name.
 
-    :param name: ``"trace"``, ``"meanfield"``, ``"analytic"`` or ``"enum"``; or an objective spec
-        of :func:`make_objective` such as ``"iwae:50"`` (with ``num_particles`` 1).
+    :param name: ``"trace"``, ``"meanfield"``, ``"analytic"`` or ``"enum"`` (objectives other than
+        the ELBO, such as ``"iwae:50"``, come from :func:`make_objective`).
     :param num_particles: Monte Carlo particles per datum (vectorized).
     """
-    if name not in ELBOS and name.partition(":")[0] in OBJECTIVES and name != "elbo":
-        return make_objective(name, num_particles=num_particles)
     if name not in ELBOS:
         raise InputError(f"unknown ELBO {name!r}: expected one of {', '.join(ELBOS)} "
                          f"(or an objective: {', '.join(e.usage for e in OBJECTIVES.values())})")

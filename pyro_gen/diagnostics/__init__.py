@@ -19,7 +19,7 @@ from .gap import GapResult, amortization_gap, local_family
 from .gradients import GradientNoise, gradient_noise, parameter_groups
 from .importance import KHAT_BAD, KHAT_GOOD, IWAECurve, default_ks, iwae_curve, log_weight_matrix, pareto_k
 from .latent import (ACTIVE_THRESHOLD, COLLAPSE_ACTIVE, COLLAPSE_KL, POINT_MASS_NOTE, LatentDiagnostics,
-                     active_units, elbo_surgery, elbo_terms, epoch_diagnostics, is_point_mass, kl_per_dimension,
+                     active_units, elbo_surgery, elbo_terms, epoch_diagnostics, is_point_mass, kl_per_dimension_estimate,
                      latent_diagnostics, make_epoch_metrics, posterior_means, unit_activity,
                      unsupported_reason)
 from .posterior import posterior_data
@@ -29,6 +29,6 @@ __all__ = ["ACTIVE_THRESHOLD", "COLLAPSE_ACTIVE", "COLLAPSE_KL", "FIGURES", "KHA
            "POINT_MASS_NOTE", "THRESHOLDS", "Diagnosis", "GapResult", "GradientNoise", "IWAECurve",
            "LatentDiagnostics", "Verdict", "active_units", "amortization_gap", "default_ks", "diagnose",
            "diagnose_run", "elbo_surgery", "elbo_terms", "epoch_diagnostics", "gradient_noise", "is_point_mass",
-           "iwae_curve", "kl_per_dimension", "latent_diagnostics", "local_family", "log_weight_matrix",
+           "iwae_curve", "kl_per_dimension_estimate", "latent_diagnostics", "local_family", "log_weight_matrix",
            "make_epoch_metrics", "make_verdicts", "parameter_groups", "pareto_k", "posterior_data",
            "posterior_means", "to_jsonable", "unit_activity", "unsupported_reason"]

@@ -35,7 +35,7 @@ from torch.distributions import Normal, TransformedDistribution, kl_divergence
 from ..objectives import univariate_factors
 from ..errors import InputError
 
-__all__ = ["LatentDiagnostics", "elbo_terms", "kl_per_dimension", "posterior_means", "unit_activity",
+__all__ = ["LatentDiagnostics", "elbo_terms", "kl_per_dimension_estimate", "posterior_means", "unit_activity",
            "active_units", "elbo_surgery", "latent_diagnostics", "epoch_diagnostics", "make_epoch_metrics",
            "is_point_mass", "unsupported_reason", "tiled_cross", "POINT_MASS_NOTE", "ACTIVE_THRESHOLD",
            "COLLAPSE_KL", "COLLAPSE_ACTIVE", "FLOW_MI_POINTS"]
@@ -101,7 +101,7 @@ def elbo_terms(vae, x: torch.Tensor, num_samples: int = 1) -> Tuple[torch.Tensor
 
 
 @torch.no_grad()
-def kl_per_dimension(q, prior, num_samples: int = 256, method: str = "auto") -> Tuple[Optional[torch.Tensor], str]:
+def kl_per_dimension_estimate(q, prior, num_samples: int = 256, method: str = "auto") -> Tuple[Optional[torch.Tensor], str]:
     """:math:`\\mathrm{KL}(q(z_d|x)\\,\\|\\,p(z_d))` for each datum and latent dimension.
 
     Defined when both the guide and the prior factorize over dimensions (diagonal Normal guide,
@@ -342,7 +342,7 @@ def latent_diagnostics(vae, x: torch.Tensor, max_points: int = 500, num_samples:
         kl_dim, kl_dim_note, mi, mkl, note = None, POINT_MASS_NOTE, None, None, ""
         if kl is not None:
             q, prior = vae.guide_net(x), vae.prior()
-            kl_dim_t, kl_dim_note = kl_per_dimension(q, prior)
+            kl_dim_t, kl_dim_note = kl_per_dimension_estimate(q, prior)
             kl_dim = None if kl_dim_t is None else kl_dim_t.mean(0).tolist()
             cross = None
             if isinstance(q, TransformedDistribution):
