@@ -1,14 +1,16 @@
-"""Training a VAE with stochastic variational inference.
+"""The training engine: any model/guide pair trained by stochastic variational inference.
 
-:func:`fit` minimizes the negative ELBO of a Pyro model/guide pair by minibatch gradient
-descent: each step computes ``elbo.differentiable_loss(vae.model, vae.guide, x)`` (see
-:func:`pyro_gen.objectives.training_loss`) and takes one step of a torch optimizer over the
-module's parameters. This is Pyro's ``ELBOModule`` way of running SVI: the same estimator as
-``pyro.infer.SVI``, without the global parameter store, which keeps the step as fast as a
-hand-written PyTorch step and makes checkpoints plain state dicts.
+:func:`fit` minimizes the negative objective (the ELBO, or the IWAE / Rényi bounds) of a Pyro
+model/guide pair -- a built-in family or a user's own pair (:mod:`pyro_gen.traces`) -- by
+minibatch gradient descent: each step computes ``elbo.differentiable_loss`` of the pair under the
+engine's effect handlers (data-set scale, β; :mod:`pyro_gen.handlers`, via
+:func:`pyro_gen.objectives.training_loss`) and takes one step of a torch optimizer over the pair's
+parameters (module parameters and ``pyro.param`` ones, :mod:`pyro_gen.params`). This is Pyro's
+``ELBOModule`` way of running SVI: the same estimator as ``pyro.infer.SVI``, which keeps the step
+as fast as a hand-written PyTorch step and makes checkpoints plain state dicts.
 
 Each epoch appends a row to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically, so a run
-that is killed can be resumed (``resume=True``) from its last complete epoch.
+that is killed can be resumed (``resume=True``) from its last complete epoch, bit-exactly.
 """
 from __future__ import annotations
 
