@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -64,11 +65,18 @@ class HVAE(nn.Module):
     :param latent_dims: sizes of :math:`z_1, \\ldots, z_L` (bottom first), e.g. ``(64, 32)``.
     :param hidden: hidden widths between x and :math:`z_1`; the deeper layers use half of each.
     :param likelihood: a name of :data:`pyro_gen.likelihoods.LIKELIHOODS`.
+    :param inference: ``"bottom-up"`` (:math:`q(z_1 \\mid x) \\prod q(z_{l+1} \\mid z_l)`) or
+        ``"top-down"`` (:math:`q(z_L \\mid x) \\prod q(z_l \\mid z_{l+1}, x)`: features of x
+        computed once, each lower layer conditioned on them and on the layer above, in the
+        generative order, as in the ladder VAE of Sønderby et al. 2016).
     """
 
     def __init__(self, image_shape: Tuple[int, int, int], latent_dims: Sequence[int] = (64, 32),
-                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli"):
+                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli", inference: str = "bottom-up"):
         super().__init__()
+        if inference not in ("bottom-up", "top-down"):
+            raise InputError(f"inference must be bottom-up or top-down, got {inference!r}")
+        self.inference = inference
         if len(latent_dims) < 2:
             raise InputError(f"a hierarchical VAE needs at least two stochastic layers, got {list(latent_dims)}")
         self.image_shape = tuple(image_shape)
@@ -76,9 +84,18 @@ class HVAE(nn.Module):
         pixels = math.prod(self.image_shape)
         deep = [max(1, h // 2) for h in hidden]
         self.likelihood = make_likelihood(likelihood)
-        # inference, bottom-up: q(z1 | x), q(z_{l+1} | z_l)
-        self.encoders = nn.ModuleList([GaussianLayer(pixels, hidden, self.latent_dims[0])] + [
-            GaussianLayer(a, deep, b) for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])])
+        if inference == "bottom-up":  # q(z1 | x), q(z_{l+1} | z_l)
+            self.encoders = nn.ModuleList([GaussianLayer(pixels, hidden, self.latent_dims[0])] + [
+                GaussianLayer(a, deep, b) for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])])
+        else:  # features h(x); q(z_L | h), q(z_l | h, z_{l+1}); encoders[l - 1] makes z_l
+            body, n = [], pixels
+            for h in hidden:
+                body += [nn.Linear(n, h), nn.Softplus()]
+                n = h
+            self.features = nn.Sequential(*body)
+            self.encoders = nn.ModuleList([GaussianLayer(n + b, deep, a)
+                                           for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])]
+                                          + [GaussianLayer(n, deep, self.latent_dims[-1])])
         # generation, top-down: p(z_l | z_{l+1}), then the pixels' raw outputs from z1
         self.decoders = nn.ModuleList([GaussianLayer(b, deep, a)
                                        for a, b in zip(self.latent_dims[:-1], self.latent_dims[1:])])
@@ -105,11 +122,20 @@ class HVAE(nn.Module):
             pyro.sample("x", self._x(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        """:math:`z_1 \\sim q(z_1 \\mid x)`, :math:`z_{l+1} \\sim q(z_{l+1} \\mid z_l)`."""
+        """Bottom-up: :math:`z_1 \\sim q(z_1 \\mid x)`, :math:`z_{l+1} \\sim q(z_{l+1} \\mid z_l)`;
+        top-down: :math:`z_L \\sim q(z_L \\mid x)`, :math:`z_l \\sim q(z_l \\mid z_{l+1}, x)`."""
         with pyro.plate("data", x.shape[0]):
             v = x.reshape(x.shape[: x.dim() - 3] + (-1,))
-            for level, encoder in enumerate(self.encoders, start=1):
-                v = pyro.sample(f"z{level}", encoder(v))
+            if self.inference == "bottom-up":
+                for level, encoder in enumerate(self.encoders, start=1):
+                    v = pyro.sample(f"z{level}", encoder(v))
+                return
+            h = self.features(v)
+            top = len(self.latent_dims)
+            z = pyro.sample(f"z{top}", self.encoders[-1](h))
+            for level in range(top - 1, 0, -1):
+                z = pyro.sample(f"z{level}", self.encoders[level - 1](torch.cat([h.expand(z.shape[:-1] + h.shape[-1:]),
+                                                                                 z], -1)))
 
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -122,6 +148,6 @@ class HVAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean image of :math:`p(x \\mid z_1 = E_q[z_1])`."""
-        return self.likelihood.mean(self.pixels(self.encoders[0](x.reshape(x.shape[0], -1)).mean)
-                                    .reshape(x.shape))
+        """Mean image of :math:`p(x \\mid z_1)` at a draw of the guide."""
+        z1 = poutine.trace(self.guide).get_trace(x).nodes["z1"]["value"]
+        return self.likelihood.mean(self.pixels(z1).reshape(x.shape))

@@ -88,6 +88,21 @@ def _verdicts(verdicts: List[dict], checks: Sequence[str]) -> str:
     return _table(["", "check", "measured", "rule", "what it means"], rows) if rows else ""
 
 
+def _objective(train: dict) -> str:
+    """What training maximized, with β, warm-up and free bits: "meanfield ELBO, 1 particle per image,
+    beta = 30"."""
+    spec = train.get("objective", "elbo")
+    text = (f"{train.get('elbo')} ELBO, {train.get('num_particles')} particle(s) per image" if spec == "elbo"
+            else f"{spec} bound")
+    if float(train.get("beta", 1.0)) != 1.0:
+        text += f", KL weighted by beta = {float(train['beta']):g} (a beta-VAE: not the ELBO)"
+    if int(train.get("warmup_epochs", 0) or 0):
+        text += f", KL warm-up over {train['warmup_epochs']} epochs ({train.get('kl_schedule', 'linear')})"
+    if float(train.get("free_bits", 0.0) or 0.0):
+        text += f", free bits {float(train['free_bits']):g} nats per latent dimension"
+    return text
+
+
 def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> str:
     model, train, data = config.get("model", {}), config.get("train", {}), config.get("data", {})
     kind = {"vae": "variational autoencoder (VAE)", "ae": "deterministic autoencoder (point-mass guide)"}
@@ -99,7 +114,7 @@ def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> 
         ("likelihood p(x|z)", model.get("likelihood")),
         ("guide q(z|x)", model.get("guide")),
         ("prior p(z)", model.get("prior")),
-        ("objective", f"{train.get('elbo')} ELBO, {train.get('num_particles')} particle(s) per image"),
+        ("objective", _objective(train)),
         ("optimizer", f"{train.get('optimizer')}, learning rate {train.get('lr')} ({train.get('lr_schedule')} "
                       f"schedule), batch size {train.get('batch_size')}, seed {train.get('seed')}"),
         ("epochs", f"{len(history)} trained of {train.get('epochs')} planned"
@@ -221,8 +236,11 @@ def render_report(d: dict, config: dict, history: List[dict], figures_dir, summa
     figures_dir, figures = Path(figures_dir), d.get("figures", {})
     verdicts, s = d.get("verdicts", []), d["settings"]
     worst = [v for v in verdicts if v["status"] in ("problem", "warning")]
-    headline = ("<p><b>Nothing looks wrong.</b></p>" if not worst else
-                "<p><b>Look at:</b> " + "; ".join(f"{_e(v['check'])} ({_e(v['status'])})" for v in worst) + ".</p>")
+    from .diagnostics.verdicts import summary_line
+    counted = f" <span class='small'>({_e(summary_line(verdicts))})</span>"
+    headline = ("<p><b>Nothing looks wrong.</b>" + counted + "</p>" if not worst else
+                "<p><b>Look at:</b> " + "; ".join(f"{_e(v['check'])} ({_e(v['status'])})" for v in worst) + "."
+                + counted + "</p>")
     lat = d["latent"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -236,7 +254,7 @@ def render_report(d: dict, config: dict, history: List[dict], figures_dir, summa
         "<h2>2. How training went</h2>",
         _figure(figures_dir, figures.get("elbo_terms"), _training_caption(history), "ELBO terms per epoch")
         or "<p>No per-epoch metrics were recorded.</p>",
-        _verdicts(verdicts, ["Training progress", "Overfitting"]),
+        _verdicts(verdicts, ["Training progress", "Overfitting", "Data shift"]),
         "<h2>3. How the latent code is used</h2>",
         f"<p>Measured on {lat['num_points']} test images.</p>", _latent_section(lat),
         _figure(figures_dir, figures.get("kl_per_dim"),
@@ -244,14 +262,14 @@ def render_report(d: dict, config: dict, history: List[dict], figures_dir, summa
                  else "Each") + " unit's activity, the variance over test images of its posterior mean; a unit is "
                 f"active above {lat['active_threshold']:g} (Burda et al. 2015). Inactive units (grey) carry no "
                 "information about the image.", "KL and activity per latent dimension"),
-        _verdicts(verdicts, ["Posterior collapse", "Unused latent", "Information in the code"]),
+        _verdicts(verdicts, ["Posterior collapse", "Decoder uses z", "Unused latent", "Information in the code"]),
         _figure(figures_dir, figures.get("pca"),
                 "The posterior means of the test images projected on their first two principal components, coloured "
                 "by class label. Classes that form separate clusters are encoded distinctly, without any labels "
                 "being used in training.", "PCA of the latent means"),
         "<h2>4. How good is the approximate posterior</h2>",
         _importance_section(d, figures_dir, figures),
-        _verdicts(verdicts, ["ELBO tightness", "log p(x) estimate", "PSIS"]),
+        _verdicts(verdicts, ["ELBO tightness", "Convergence", "Agreement", "PSIS"]),
         _gap_section(d["gap"]), _verdicts(verdicts, ["Amortization gap"]),
         "<h2>5. Gradient noise</h2>", _gradient_section(d.get("gradients") or [], d["notes"].get("gradients", "")),
         "<h2>6. Pictures of the model</h2>",

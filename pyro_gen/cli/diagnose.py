@@ -35,6 +35,7 @@ def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_diagnose(args) -> int:
     from ..diagnostics import diagnose_run
+    from ..diagnostics.verdicts import summary_line
 
     if _run_kind(args.run_dir) == "gan":
         raise UsageError(f"{args.run_dir} is a GAN run: pyro-gen diagnose needs a VAE or an autoencoder "
@@ -49,6 +50,7 @@ def cmd_diagnose(args) -> int:
     else:
         for v in d.verdicts:
             print(f"[{v.status:>7}] {v.check}: {v.advice if v.status == 'n/a' else v.value}")
+        print(f"verdicts: {summary_line(d.verdicts)}")
         print(f"done in {d.seconds.get('total', 0):.1f} s: report {args.run_dir / 'report.html'}, numbers "
               f"{args.run_dir / 'diagnostics.json'}, posterior draws {args.run_dir / 'posterior.nc'}")
     for part, error in d.failures.items():

@@ -24,11 +24,11 @@ from ..vae import VAE
 from ..data import binarize_fixed
 from .gap import GapResult, amortization_gap
 from .gradients import GradientNoise, gradient_noise, point_mass_note
-from .importance import KHAT_BAD, IWAECurve, iwae_curve, log_weight_matrix, pareto_k
+from .importance import IWAECurve, iwae_curve, log_weight_matrix, pareto_k
 from .latent import (POINT_MASS_NOTE, LatentDiagnostics, latent_diagnostics, posterior_means,
                      unsupported_reason)
-from .sites import site_diagnostics
-from .verdicts import Verdict, make_verdicts
+from .sites import decoder_dependence, site_diagnostics
+from .verdicts import Verdict, khat_threshold, make_verdicts
 from ..errors import InputError
 
 __all__ = ["Diagnosis", "diagnose", "diagnose_run", "to_jsonable", "FIGURES"]
@@ -87,28 +87,33 @@ class Diagnosis:
     verdicts: List[Verdict] = field(default_factory=list)
     figures: Dict[str, str] = field(default_factory=dict)
     failures: Dict[str, str] = field(default_factory=dict)
+    decoder: Optional[dict] = None
+    data_shift: Optional[dict] = None
     run_dir: str = ""
 
     def to_dict(self) -> dict:
         """JSON-able summary (what ``diagnostics.json`` holds)."""
         khat = None
         if self.khat is not None:
-            bad = self.khat > KHAT_BAD
+            threshold = khat_threshold(int(self.settings.get("k_max", 5000)))
+            bad = self.khat > threshold
             valid = self.khat[~np.isnan(self.khat)]  # NaN: not estimated (a NaN log weight)
             khat = {"num_data": int(len(self.khat)), "share_bad": float(bad.mean()),
                     "bad_index": self.test_index[bad].tolist(),
                     "median": float(np.median(valid)) if len(valid) else None,
                     "max": float(np.max(valid)) if len(valid) else None,
                     "share_above_0.5": float((self.khat > 0.5).mean()),
-                    "num_not_estimated": int(len(self.khat) - len(valid)), "per_datum": self.khat.tolist()}
+                    "num_not_estimated": int(len(self.khat) - len(valid)), "threshold": threshold,
+                    "per_datum": self.khat.tolist()}
         return to_jsonable({
             "settings": self.settings, "num_test": self.num_test, "test_index": self.test_index,
             "latent": self.latent.to_dict(), "iwae": None if self.iwae is None else self.iwae.to_dict(),
             "pareto_k": khat, "log_px_per_datum": self.log_px,
-            "gap": dict(self.gap.to_dict(), test_index=self.gap_index.tolist()),
+            "gap": dict(self.gap.to_dict(), test_index=self.gap_index.tolist(),
+                        log_px_per_datum=None if self.gap.log_px is None else self.gap.log_px),
             "gradients": [g.to_dict() for g in self.gradients], "notes": self.notes, "seconds": self.seconds,
             "verdicts": [v.to_dict() for v in self.verdicts], "figures": self.figures, "run_dir": self.run_dir,
-            "failures": self.failures})
+            "failures": self.failures, "decoder": self.decoder, "data_shift": self.data_shift})
 
 
 def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = None, elbo: str = "trace",
@@ -170,6 +175,11 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
                 notes["pareto_k"] = f"PSIS k-hat needs at least 100 importance samples per image (--k-max {k_max})"
 
         _guarded(d, "importance_sampling", importance)
+
+        def decoder():
+            d.decoder = decoder_dependence(vae, x, seed=seed + 3)
+
+        _guarded(d, "decoder", decoder)
         gsel = _evenly(len(idx), gap_points)
         d.gap_index = idx[gsel]
 
@@ -329,8 +339,9 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
                  gap_points=gap_points, gap_steps=gap_steps, grad_repeats=grad_repeats, seed=seed,
                  progress=progress, log=say)
     d.settings["data"] = data or run.config["data"]["spec"]
+    _guarded(d, "data_shift", lambda: setattr(d, "data_shift", data_shift(run, ds, d)))
     summary = d.to_dict()
-    d.verdicts = make_verdicts(summary, run.history)
+    d.verdicts = make_verdicts(summary, run.history, run.config)
 
     t = time.perf_counter()
     d.run_dir = str(run.path)
@@ -361,6 +372,25 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     d.seconds["outputs"] = time.perf_counter() - t
     _write_summary(d, out_dir, t_all)
     return d
+
+
+def data_shift(run, ds, d: Diagnosis) -> dict:
+    """How the diagnosed data differ from the data the run was trained on: the ELBO of the run's
+    own held-out data at the last epoch (``metrics.jsonl``) against the ELBO measured here (the
+    IWAE curve's K = 1 point), and the mean pixel value of both training splits.
+
+    :returns: ``{"same_data", "reference_elbo", "elbo", "drop", "pixel_mean_run", "pixel_mean_data"}``.
+    """
+    own = run.config["data"]["spec"]
+    same = d.settings.get("data", own) == own
+    rows = [r for r in run.history if r.get("val_elbo") is not None] or [r for r in run.history
+                                                                         if r.get("train_elbo") is not None]
+    reference = None if not rows else float(rows[-1].get("val_elbo", rows[-1].get("train_elbo")))
+    elbo = None if d.iwae is None else float(d.iwae.bound[0])
+    own_ds = ds if same else run.load_data()
+    return {"same_data": same, "reference_elbo": reference, "elbo": elbo,
+            "drop": None if reference is None or elbo is None else reference - elbo,
+            "pixel_mean_run": float(np.mean(own_ds.train_x)), "pixel_mean_data": float(np.mean(ds.test_x))}
 
 
 def _write_summary(d: Diagnosis, out_dir: Path, t_all: float) -> None:
