@@ -196,6 +196,8 @@ class ComparisonRow:
     class_coverage: Optional[float] = None
     mode_collapse: Optional[bool] = None
     class_histogram: List[float] = field(default_factory=list)
+    diversity: Optional[float] = None
+    caveats: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -349,7 +351,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
 def _quality(q) -> dict:
     return dict(fid=q.fid, precision=q.precision, recall=q.recall, density=q.density, coverage=q.coverage,
                 class_entropy=q.class_entropy, class_coverage=q.class_coverage, mode_collapse=q.mode_collapse,
-                class_histogram=q.class_histogram)
+                class_histogram=q.class_histogram, diversity=q.diversity, caveats=list(q.caveats))
 
 
 #: (column title, row field, format) of the Markdown table.
@@ -357,7 +359,8 @@ _COLUMNS = [("model", "model", "{}"), ("epochs", "epochs", "{}"), ("train s", "t
             ("test ELBO", "test_elbo", "{:.2f}"), ("test NLL", "test_nll", "{:.2f}"), ("FID ↓", "fid", "{:.2f}"),
             ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
             ("coverage", "coverage", "{:.3f}"), ("class entropy", "class_entropy", "{:.3f}"),
-            ("classes covered", "class_coverage", "{:.0%}"), ("mode collapse", "mode_collapse", "{}")]
+            ("classes covered", "class_coverage", "{:.0%}"), ("diversity", "diversity", "{:.2f}"),
+            ("mode collapse", "mode_collapse", "{}")]
 
 
 def _cell(value, fmt: str) -> str:
@@ -384,7 +387,12 @@ def markdown_table(result: Comparison) -> str:
              "| " + " | ".join(c[0] for c in _COLUMNS) + " |",
              "|" + "|".join("---" for _ in _COLUMNS) + "|"]
     for row in result.rows:
-        lines.append("| " + " | ".join(_cell(getattr(row, f), fmt) for _, f, fmt in _COLUMNS) + " |")
+        cells = [_cell(getattr(row, f), fmt) + (" ⚠" if f in ("precision", "density") and row.caveats else "")
+                 for _, f, fmt in _COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    caveats = [f"- ⚠ {row.model}: {c}" for row in result.rows for c in row.caveats]
+    if caveats:
+        lines += ["", "Caveats (precision and density measure fidelity only):"] + caveats
     lines += ["", "FID: lower is better; precision/density: fidelity; recall/coverage: diversity; the "
               "`data (train split)` row scores real images the same way (the best a model can expect here). "
               "See docs/comparison.rst."]
@@ -396,7 +404,7 @@ def write_tables(result: Comparison, out_dir) -> None:
     out = Path(out_dir)
     md = markdown_table(result).encode()
     atomic_write(out / "comparison.md", lambda f: f.write(md))
-    keys = [f for f in ComparisonRow.__dataclass_fields__ if f != "class_histogram"]
+    keys = [f for f in ComparisonRow.__dataclass_fields__ if f not in ("class_histogram", "caveats")]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(keys)

@@ -449,6 +449,10 @@ class SampleQuality:
     :param n_samples: number of samples.
     :param n_reference: number of reference images.
     :param k: the neighbour used by precision/recall/density/coverage.
+    :param diversity: the samples' mean pairwise distance in feature space over the reference
+        images' (1: as diverse as the data; near 0: near-duplicates).
+    :param caveats: why precision and density should not be read as quality here: they measure
+        fidelity only, and a model that draws one typical image scores 1 on both.
     """
 
     fid: float
@@ -464,6 +468,8 @@ class SampleQuality:
     n_samples: int = 0
     n_reference: int = 0
     k: int = 5
+    diversity: Optional[float] = None
+    caveats: List[str] = field(default_factory=list)
 
 
 def sample_quality_from_embeddings(samples: Embedding, reference: Embedding, num_classes: int, k: int = 5,
@@ -483,11 +489,37 @@ def sample_quality_from_embeddings(samples: Embedding, reference: Embedding, num
     covered = float((hist[present] >= min_share * ref_hist[present]).mean()) if present.any() else 0.0
     h, h_ref = entropy(hist), entropy(ref_hist)
     p = prdc(reference.features, samples.features, k=k)
+    diversity = mean_pairwise_distance(samples.features) / max(mean_pairwise_distance(reference.features), 1e-12)
+    caveats = []
+    if p.recall < CAVEAT_SHARE or p.coverage < CAVEAT_SHARE:
+        caveats.append(f"recall {p.recall:.3f} / coverage {p.coverage:.3f}: the samples reach almost none of the data, "
+                       "so precision and density (fidelity only) say nothing about quality")
+    if diversity < CAVEAT_DIVERSITY:
+        caveats.append(f"the samples are near-duplicates (diversity {diversity:.2f} of the data's)")
     return SampleQuality(fid=fid(reference.features, samples.features), precision=p.precision, recall=p.recall,
                          density=p.density, coverage=p.coverage, class_entropy=h, reference_entropy=h_ref,
                          class_coverage=covered, mode_collapse=bool(covered < 1 or h < collapse_ratio * h_ref),
                          class_histogram=[float(v) for v in hist], n_samples=len(samples.labels),
-                         n_reference=len(reference.labels), k=k)
+                         n_reference=len(reference.labels), k=k, diversity=float(diversity), caveats=caveats)
+
+
+#: A recall or coverage below this share makes precision/density meaningless (a caveat is shown).
+CAVEAT_SHARE = 0.05
+#: Samples whose mean pairwise distance is below this share of the data's are near-duplicates.
+CAVEAT_DIVERSITY = 0.3
+
+
+def mean_pairwise_distance(features, max_points: int = 2000) -> float:
+    """The mean Euclidean distance between distinct rows of ``features`` (at most ``max_points``
+    rows, evenly spaced), a measure of how diverse a set is in feature space."""
+    f = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    if len(f) > max_points:
+        f = f[torch.linspace(0, len(f) - 1, max_points).round().long()]
+    n = len(f)
+    if n < 2:
+        return 0.0
+    d = torch.cdist(f, f)
+    return float(d.sum() / (n * (n - 1)))
 
 
 def sample_quality(clf: DomainClassifier, samples, reference, k: int = 5, **kwargs) -> SampleQuality:

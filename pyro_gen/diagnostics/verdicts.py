@@ -132,7 +132,8 @@ def _training(history: List[dict]) -> List[Verdict]:
         gap_end = float(train[-1] - values[-1]) if np.isfinite(train[-1]) else float("nan")
         gap_best = float(train[best + 1] - values[best + 1]) if np.isfinite(train[best + 1]) else float("nan")
         t_drop, t_gap = THRESHOLDS["overfit_drop"], THRESHOLDS["generalization_gap"]
-        falling = drop > max(t_drop, 3 * sd / math.sqrt(3)) and best + 3 < len(values)
+        end_trend, _, _, _ = _trend(values)
+        falling = drop > max(t_drop, 3 * sd) and best + 3 < len(values) and end_trend <= 0
         wide = np.isfinite(gap_end) and gap_end > t_gap
         overfit = falling or wide
         value = (f"train - held-out ELBO gap {gap_end:.2f} nats at the end ({gap_end - gap_best:+.2f} since the best "
@@ -146,7 +147,7 @@ def _training(history: List[dict]) -> List[Verdict]:
             advice = "No sign of overfitting on held-out data."
         out.append(Verdict("Overfitting", "warning" if overfit else "ok", value,
                            f"warning when the train - held-out gap exceeds {t_gap:g} nats, or the held-out ELBO "
-                           f"falls more than {t_drop:g} nats (and 3 noise sd) below its best", advice))
+                           f"falls more than {t_drop:g} nats (and 3 noise sd) below its best, still falling", advice))
     gain, se, window, _ = _trend(values)
     t = THRESHOLDS["still_improving"]
     rising = gain > max(t, 2 * se)
