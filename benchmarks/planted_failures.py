@@ -133,6 +133,7 @@ def main(argv=None) -> None:
     for case, run in runs.items():
         extra = ["--data", str(files["inverted"])] if case == "different test set" else []
         results[case] = json.loads(cli("diagnose", str(run), *diag, *extra, out=True).strip().splitlines()[-1])
+    shutil.rmtree(out / "compare", ignore_errors=True)
     cli("compare", "--runs", str(out / "gan"), str(out / "healthy"), "--out", str(out / "compare"), "--k", "100",
         "--n-samples", "500", "--quiet")
     compare = json.loads((out / "compare" / "comparison.json").read_text())

@@ -28,20 +28,23 @@ THRESHOLDS = {
                                  # 300 training images for 300 epochs: ~46)
     # Importance sampling (Burda et al. 2015; Vehtari et al. 2024; Yao et al. 2018).
     "elbo_gap": 10.0,            # log p(x) - ELBO
-    "k_convergence": 0.1,        # rise of L_K per doubling of K at the largest K
+    "k_convergence": 0.3,        # rise of L_K per doubling of K at the largest K (healthy MNIST runs:
+                                 # 0.12-0.15; guide scales x0.25: 0.49, x4: 1.8)
     "khat_share_ok": 0.05,       # share of images with k-hat above min(1 - 1/log10 S, 0.7)
     "khat_share_problem": 0.5,
-    "estimates_disagree": 0.5,   # two log p(x) estimates of the same images apart by more than this
-                                 # and 3 standard errors
+    "estimates_disagree": 5.0,   # two log p(x) estimates of the same images apart by more than this
+                                 # and 3 standard errors (healthy: 0.9-1.2, the optimized q tightening a
+                                 # little; guide scales x0.25: 21, x4: 10)
     # Inference suboptimality (Cremer et al. 2018), relative to the whole gap log p(x) - ELBO.
     "amortization_note": 1.0,
     "amortization_warning": 10.0,  # and more than half of the whole gap (healthy runs: 3-4 nats, 40-70%)
     "amortization_problem": 50.0,  # an encoder that misses by this much is broken (scales x4: ~160)
     # The latent code.
     "unused_share": 0.5,         # share of inactive units worth a note
-    "decoder_uses_z": 1.0,       # E_q log p(x|z) - E_p log p(x|z) below this: the decoder ignores z
-                                 # (healthy MNIST runs: hundreds of nats)
-    "data_shift": 5.0,           # ELBO of the run's own held-out data - ELBO of the diagnosed data
+    "decoder_uses_z": 1.0,       # |E_q log p(x|z) - E_p log p(x|z)| below this: the decoder ignores z
+                                 # (healthy MNIST runs: 200-350 nats; trained on noise: 0.1)
+    "data_shift": 5.0,           # ELBO of the run's own held-out data - ELBO of other data (inverted
+                                 # MNIST test images: 5652; the run's own test split: within 3.5)
 }
 
 
@@ -351,14 +354,19 @@ def _decoder(dec: Optional[dict]) -> List[Verdict]:
         return []
     t = THRESHOLDS["decoder_uses_z"]
     diff = dec["difference"]
-    ignores = diff < t
-    return [Verdict("Decoder uses z", "problem" if ignores else "ok",
-                    f"E_q log p(x|z) = {dec['rec_guide']:.2f}, E_p(z) log p(x|z) = {dec['rec_prior']:.2f}: "
-                    f"codes from the guide explain x {diff:.2f} nats better than codes from the prior",
-                    f"problem below {t:g} nat",
-                    "The decoder scores x the same whatever z is: it ignores the latent code (the model is a "
-                    "fixed distribution over x). With structureless data (noise) there is nothing for z to "
-                    "explain; otherwise see Posterior collapse." if ignores else
+    value = (f"E_q log p(x|z) = {dec['rec_guide']:.2f}, E_p(z) log p(x|z) = {dec['rec_prior']:.2f}: codes from the "
+             f"guide explain x {diff:.2f} nats better than codes drawn from the prior")
+    rule = f"problem when the two differ by less than {t:g} nat; a warning when the guide's codes do worse"
+    if abs(diff) < t:
+        return [Verdict("Decoder uses z", "problem", value, rule,
+                        "The decoder scores x the same whatever z is: it ignores the latent code (the model is a "
+                        "fixed distribution over x). With structureless data (noise) there is nothing for z to "
+                        "explain; otherwise see Posterior collapse.")]
+    if diff < 0:
+        return [Verdict("Decoder uses z", "warning", value, rule,
+                        "Codes inferred by the guide explain these images worse than random codes: the encoder "
+                        "does not fit these data (see Data shift).")]
+    return [Verdict("Decoder uses z", "ok", value, rule,
                     "p(x|z) depends on z: codes inferred from x explain it far better than random codes.")]
 
 
@@ -367,6 +375,10 @@ def _data_shift(shift: Optional[dict]) -> List[Verdict]:
         return []
     t = THRESHOLDS["data_shift"]
     drop = shift["drop"]
+    if shift["same_data"]:  # the run's own test split: a lower ELBO than in training means the model, not the data
+        return [Verdict("Data shift", "ok", f"diagnosed on the run's own test split (ELBO {shift['elbo']:.2f}; "
+                        f"{shift['reference_elbo']:.2f} at the end of training)",
+                        "assessed when --data names other data", "The data are the data the run was trained for.")]
     pixels = (f"; mean pixel value {shift['pixel_mean_data']:.3f} here, {shift['pixel_mean_run']:.3f} in the "
               f"run's training data")
     shifted = drop > t
