@@ -124,9 +124,11 @@ def save_checkpoint(path, state: Dict[str, Any]) -> None:
     """Save a checkpoint (a dict of tensors, numbers, strings, lists and dicts) atomically.
 
     :param path: the destination, usually ``RUN_DIR/checkpoint.pt``.
-    :param state: the content; ``format_version`` is added.
+    :param state: the content (tensors on any device; they are saved as CPU tensors);
+        ``format_version`` is added.
     """
-    state = dict(state, format_version=FORMAT_VERSION)
+    from .devices import to_cpu
+    state = dict(to_cpu(state), format_version=FORMAT_VERSION)  # CPU tensors: loads on any machine
     atomic_write(path, lambda f: torch.save(state, f))
 
 

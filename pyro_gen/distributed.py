@@ -1,8 +1,8 @@
 """Multi-process training with ``torchrun`` and ``DistributedDataParallel``.
 
 ``torchrun --nproc-per-node N -m pyro_gen train ...`` starts N processes; :func:`setup` joins them
-into a process group. The backend is always ``gloo``, also where CUDA is available: pyro_gen
-trains on the CPU, and ``nccl`` takes only CUDA tensors.
+into a process group: ``nccl`` with one GPU per process (``cuda:LOCAL_RANK``) when training on
+CUDA, ``gloo`` on the CPU (where the wait for gloo's worker thread below is needed).
 :func:`pyro_gen.train.fit` then wraps the loss computation in DDP, gives each process
 ``batch_size / N`` images of every global minibatch (a ``DistributedSampler`` with
 ``set_epoch``), scales each process's ELBO to the whole data set (DDP's gradient average then
@@ -30,10 +30,27 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def setup() -> None:
-    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); no-op otherwise."""
-    if launched_processes() > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+#: The device of this process's collectives (set by :func:`setup`).
+_DEVICE = torch.device("cpu")
+
+
+def setup(device=None) -> torch.device:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); no-op otherwise.
+
+    :param device: where training runs (default the CPU). On CUDA each process takes the GPU of
+        its ``LOCAL_RANK`` and the group uses ``nccl``; on the CPU, ``gloo``.
+    :returns: the device this process trains on.
+    """
+    global _DEVICE
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if launched_processes() > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    _DEVICE = device
+    return device
 
 
 def rank_world() -> Tuple[int, int]:
@@ -56,6 +73,8 @@ def wrap(module: torch.nn.Module, world: int) -> torch.nn.Module:
     """``DistributedDataParallel(module)`` when there are several processes."""
     if world == 1:
         return module
+    if _DEVICE.type == "cuda":
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[_DEVICE.index])
     return torch.nn.parallel.DistributedDataParallel(module)
 
 
@@ -86,7 +105,7 @@ def all_finite(value: float, world: int) -> bool:
     """Whether ``value`` is finite in every process (so that all of them stop together)."""
     if world == 1:
         return math.isfinite(value)
-    bad = _collective(dist.all_reduce, torch.tensor([0.0 if math.isfinite(value) else 1.0]))
+    bad = _collective(dist.all_reduce, torch.tensor([0.0 if math.isfinite(value) else 1.0], device=_DEVICE))
     return bad.item() == 0
 
 
@@ -94,11 +113,11 @@ def total(value: float, world: int) -> float:
     """The sum of ``value`` over processes."""
     if world == 1:
         return value
-    return _collective(dist.all_reduce, torch.tensor([value], dtype=torch.float64)).item()
+    return _collective(dist.all_reduce, torch.tensor([value], dtype=torch.float64, device=_DEVICE)).item()
 
 
 def agree(flag: bool, world: int) -> bool:
     """Process 0's ``flag``, the same in every process."""
     if world == 1:
         return flag
-    return bool(_collective(dist.broadcast, torch.tensor([1 if flag else 0]), 0).item())
+    return bool(_collective(dist.broadcast, torch.tensor([1 if flag else 0], device=_DEVICE), 0).item())

@@ -19,7 +19,9 @@ import math
 from typing import Optional
 
 import torch
+
 from ._progress import progress_bar
+from .devices import module_device
 from .errors import InputError
 
 __all__ = ["log_weights", "has_density", "importance_log_likelihood", "elbo_per_datum"]
@@ -56,7 +58,8 @@ def has_density(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> bool:
     """Whether every latent site of the pair's guide has a density (no point mass), so that
     importance sampling is defined; tried on two data of ``x`` (and their ``y``)."""
     from .traces import inspect_pair
-    return not inspect_pair(vae, x[:2], *(() if y is None else (y[:2],))).point_mass
+    device = module_device(vae)
+    return not inspect_pair(vae, x[:2].to(device), *(() if y is None else (y[:2].to(device),))).point_mass
 
 
 def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: bool, desc: str,
@@ -64,15 +67,16 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
     if batch_size is None:
         batch_size = max(1, min(len(x), MAX_DECODED // min(k, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch_size)
+    device = module_device(vae)  # each chunk of data goes to the pair's device, its weights come back
     bar = progress_bar(total=len(x) * k, enabled=progress, desc=desc, unit="sample", unit_scale=True, leave=False)
     try:
         for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
-            yb = None if y is None else y[start:start + batch_size]
+            xb = x[start:start + batch_size].to(device)
+            yb = None if y is None else y[start:start + batch_size].to(device)
             parts = []
             for done in range(0, k, chunk):
                 kk = min(chunk, k - done)
-                parts.append(log_weights(vae, xb, kk, yb))
+                parts.append(log_weights(vae, xb, kk, yb).cpu())
                 bar.update(kk * len(xb))
             yield parts
     finally:

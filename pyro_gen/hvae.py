@@ -140,10 +140,11 @@ class HVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
-        z = torch.randn(n, self.latent_dims[-1], generator=generator)
+        device = self.pixels[-1].weight.device  # noise drawn on the CPU from the generator, used where the model is
+        z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
         for level in range(len(self.latent_dims) - 1, 0, -1):
             p = self.decoders[level - 1](z).base_dist
-            z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator)
+            z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)
         return self.likelihood.mean(self.pixels(z).reshape((n,) + self.image_shape))
 
     @torch.no_grad()

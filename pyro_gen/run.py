@@ -135,7 +135,8 @@ def load_state(model, path: Path) -> None:
         if state.get("pyro_params"):  # a pair's own pyro.param parameters, created by one run on zeros
             from .params import load_store_state
             shape = tuple(read_json(path / CONFIG)["model"]["image_shape"])
-            load_store_state(model, state["pyro_params"], torch.zeros((2,) + shape))
+            from .devices import module_device
+            load_store_state(model, state["pyro_params"], torch.zeros((2,) + shape, device=module_device(model)))
     except (KeyError, RuntimeError) as e:
         raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
 
@@ -173,4 +174,4 @@ def split_tensor(ds: Dataset, likelihood_binarizes: bool) -> Tuple[torch.Tensor,
     """The test split as a tensor, binarized once with seed 0 for a Bernoulli likelihood (the
     protocol of BENCHMARKS.md), and its labels."""
     x = binarize_fixed(ds.test_x, seed=0) if likelihood_binarizes else ds.test_x
-    return torch.as_tensor(x, dtype=torch.float32), ds.test_y
+    return torch.as_tensor(x, dtype=torch.float32, device="cpu"), ds.test_y  # host memory; moved in chunks

@@ -291,8 +291,9 @@ class SSVAE(nn.Module):
     def sample(self, n: int, generator: Optional[torch.Generator] = None,
                y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean images of ``n`` codes from the prior, image ``i`` of class ``y[i]`` (default ``i % C``)."""
-        y = torch.arange(n) % self.num_classes if y is None else y
-        return self.decode(sample_prior(self.prior, n, generator), y)
+        device = next(self.decoder.parameters()).device
+        y = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
+        return self.decode(sample_prior(self.prior, n, generator).to(device), y)
 
 
 def build_ssvae(spec: ModelSpec, aux_weight: float = 0.0,
@@ -424,8 +425,9 @@ def accuracy(model: SSVAE, x: torch.Tensor, y, batch_size: int = 1000) -> float:
     """Share of images whose most probable class under :math:`q(y|x)` is their label."""
     was_training = model.training
     model.eval()
-    y = torch.as_tensor(np.asarray(y))
-    hits = sum(int((model.classify(x[i:i + batch_size]) == y[i:i + batch_size]).sum())
+    device = next(model.classifier.parameters()).device
+    y = torch.as_tensor(np.asarray(y), device=device)
+    hits = sum(int((model.classify(x[i:i + batch_size].to(device)) == y[i:i + batch_size]).sum())
                for i in range(0, len(x), batch_size))
     model.train(was_training)
     return hits / len(x)

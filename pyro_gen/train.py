@@ -34,6 +34,7 @@ from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
 from .data import binarize as binarize_batch
 from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
 from . import distributed
+from .devices import module_device
 from .params import load_store_state, materialize, pair_parameters, store_parameters, store_state
 from .errors import InputError
 
@@ -263,9 +264,12 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         if binarize:
             from .data import binarize_fixed
             val_x = binarize_fixed(val_x, seed=settings.seed)
-    x_all = torch.as_tensor(train_x, dtype=torch.float32)
-    x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32)
-    y_all, y_val = _labels(train_y), _labels(val_y)
+    device = module_device(vae)  # the pair runs where its parameters are; data stay in host memory
+    x_all = torch.as_tensor(train_x, dtype=torch.float32, device="cpu")
+    x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32, device=device)
+    y_all, y_val = _labels(train_y), _labels(val_y, device)
+    if device.type == "cuda":
+        x_all = x_all.pin_memory()
     x_probe = y_probe = None  # training images on which the ELBO is reported when it is not the objective
     latent_labels = getattr(vae, "labels_are_latent", False)
     n = len(x_all)  # each process scales its share of the global batch to the data set
@@ -277,10 +281,11 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
     kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule,
                              total_steps=settings.epochs * steps_per_epoch)
+    head = (x_all[:2].to(device),) + (() if y_all is None else (y_all[:2].to(device),))
     if settings.free_bits:
-        check_free_bits(vae, x_all[:1], None if y_all is None else y_all[:1])
+        check_free_bits(vae, head[0][:1], None if y_all is None else head[1][:1])
     # the parameters exist before DDP and the optimizer are built (lazy pyro.param ones too); DDP averages gradients
-    materialize(vae, x_all[:2], *(() if y_all is None else (y_all[:2],)))
+    materialize(vae, *head)
     if world > 1 and store_parameters(vae):
         raise InputError(f"{type(vae).__name__} keeps parameters in Pyro's param store (pyro.param), which "
                          "DistributedDataParallel does not synchronize: train it in one process, or make them "
@@ -298,12 +303,14 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
         vae.load_state_dict(state["model"])
-        load_store_state(vae, state.get("pyro_params", {}), x_all[:2], *(() if y_all is None else (y_all[:2],)))
+        load_store_state(vae, state.get("pyro_params", {}), *head)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_peak_lr(opt, sched, settings.lr)
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:  # the ELBO's draws on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         best_state = state.get("best_model")
         history = resume_history(run_dir, start_epoch)
@@ -324,7 +331,7 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
-            perm = torch.tensor(list(sampler))
+            perm = torch.tensor(list(sampler), device="cpu")
             total, exact = 0.0, settings.objective == "elbo" and not settings.free_bits and not latent_labels
             for step in range(steps_per_epoch):
                 idx = perm[step * local_batch:(step + 1) * local_batch]
@@ -332,7 +339,9 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                 beta = kl_schedule(epoch * steps_per_epoch + step)
                 exact = exact and beta == 1.0
                 if binarize:
-                    x = binarize_batch(x, gen)
+                    x = binarize_batch(x, gen)  # on the CPU, from its own generator: the same bits on any device
+                x = x.to(device, non_blocking=True)
+                y = None if y is None else y.to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
                 # Validate shapes and supports on the first step, then run without checks.
                 with pyro.validation_enabled(epoch == start_epoch and step == 0):
@@ -362,6 +371,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
             if not exact:
                 if x_probe is None:
                     x_probe, y_probe = _probe(x_all, None if latent_labels else y_all, binarize, settings.seed)
+                    x_probe = x_probe.to(device)
+                    y_probe = None if y_probe is None else y_probe.to(device)
                 vae.eval()
                 row["train_elbo"] = mean_elbo(vae, eval_elbo, x_probe, y_probe)
                 vae.train()
@@ -390,6 +401,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
                          "bad_epochs": bad_epochs, "finished": stopped_early or epoch + 1 == settings.epochs}
                 if best_state is not None:
                     state["best_model"] = best_state
+                if device.type == "cuda":
+                    state["cuda_rng"] = torch.cuda.get_rng_state(device)
                 pyro_params = store_state(vae)
                 if pyro_params:
                     state["pyro_params"] = pyro_params
@@ -425,10 +438,10 @@ def _epoch_extras(epoch_metrics: Callable[..., dict], vae, x_val, epoch: int, sa
         return {"diagnostics_error": what}
 
 
-def _labels(y) -> Optional[torch.Tensor]:
+def _labels(y, device="cpu") -> Optional[torch.Tensor]:
     if y is None:
         return None
-    y = torch.as_tensor(np.asarray(y))
+    y = torch.as_tensor(np.asarray(y), device=device)
     return y.to(torch.float32) if torch.is_floating_point(y) else y.long()
 
 

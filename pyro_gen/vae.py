@@ -116,9 +116,12 @@ class VAE(nn.Module):
                y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean images of ``n`` codes drawn from the prior, shape ``(n, C, H, W)``. A conditional
         model draws image ``i`` given ``y[i]``; without ``y``, given the label ``i % condition_dim``."""
+        device = next(self.decoder.parameters()).device
         if self.condition_dim and y is None:
-            y = torch.arange(n) % self.condition_dim
-        return self.decode(sample_prior(self.prior, n, generator), y)
+            y = torch.arange(n, device=device) % self.condition_dim
+        # drawn on the CPU from the generator (the same codes on any device), decoded where the model is
+        z = sample_prior(self.prior, n, generator).to(device)
+        return self.decode(z, None if y is None else y.to(device))
 
 
 @dataclass

@@ -100,17 +100,23 @@ def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_setup_joins_with_gloo_even_where_cuda_is_available(monkeypatch):
-    """Training runs on the CPU, so the process group is gloo's also on a GPU machine (nccl takes
-    only CUDA tensors); without torchrun, setup does nothing."""
+def test_setup_picks_gloo_on_the_cpu_and_nccl_with_one_gpu_per_process_on_cuda(monkeypatch):
+    """On the CPU the group is gloo's also on a GPU machine; training on CUDA, nccl, each process
+    on the GPU of its LOCAL_RANK, and the collectives' tensors on that GPU; without torchrun,
+    setup does nothing."""
     from pyro_gen import distributed
-    calls = []
+    calls, devices = [], []
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(backend))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: devices.append(d))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    distributed.setup()
+    assert distributed.setup() == torch.device("cpu")
     assert calls == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     distributed.setup()
     assert calls == ["gloo"]
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.setup(torch.device("cuda")) == torch.device("cuda", 1)
+    assert calls == ["gloo", "nccl"] and devices == [torch.device("cuda", 1)]
+    distributed.setup()  # back to the CPU for the other tests

@@ -162,3 +162,24 @@ def record_resume(config: dict, epoch: int, changes: dict) -> None:
     if changes:
         config.setdefault("resumed", []).append(
             {"after_epoch": epoch, "changed": {k: [old, new] for k, (old, new) in changes.items()}})
+
+
+def add_device_flag(parser: argparse.ArgumentParser, cpu_only: str = "") -> None:
+    """``--device`` (default ``auto``: CUDA if available, else the CPU); ``cpu_only`` names a
+    command that runs on the CPU in this version, which then refuses other devices in one line."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="where the model runs: auto (CUDA if available, else the CPU; default), cpu, cuda, "
+                             "cuda:N or mps" + (f" ({cpu_only} runs on the CPU)" if cpu_only else ""))
+
+
+def device_of(args, cpu_only: str = ""):
+    """The ``--device`` of a command, resolved and checked before anything is written."""
+    import torch
+    from ..devices import resolve_device
+    device = resolve_device(getattr(args, "device", "auto"))
+    if cpu_only and device.type != "cpu":
+        if getattr(args, "device", "auto") == "auto":
+            return torch.device("cpu")
+        raise UsageError(f"--device {args.device}: {cpu_only} runs on the CPU in this version; drop --device or "
+                         "use --device cpu")
+    return device

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import MODEL_FLAGS, UsageError, _explicit, _positive_float, _positive_int
+from ._common import MODEL_FLAGS, UsageError, _explicit, _positive_float, _positive_int, add_device_flag, device_of
 
 #: The model flags of ``pyro-gen compare``: the networks every compared model shares.
 COMPARE_MODEL_FLAGS = [f for f in MODEL_FLAGS if f[1] in ("latent_dim", "net", "hidden", "likelihood", "activation")]
@@ -44,10 +44,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--classifier-cache", type=Path, metavar="DIR", help="cache of the domain classifier (default "
                     "$PYRO_GEN_CACHE/classifier or ~/.cache/pyro_gen/classifier)")
     cp.add_argument("--classifier-epochs", type=_positive_int, default=5, help=argparse.SUPPRESS)  # tests only
+    add_device_flag(cp, cpu_only="pyro-gen compare")
     cp.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
 def cmd_compare(args) -> int:
+    device_of(args, cpu_only="pyro-gen compare")  # checked before anything runs
     from ..compare import MODEL_TRAINERS, compare, markdown_table
 
     if args.models is None:

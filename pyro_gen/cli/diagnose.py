@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import UsageError, _positive_int, _run_kind
+from ._common import UsageError, _positive_int, _run_kind, add_device_flag, device_of
 
 
 def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +30,12 @@ def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
                     help="gradient draws for the gradient variance and SNR (default 100)")
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--json", action="store_true", help="print diagnostics.json's content on standard output")
+    add_device_flag(dg, cpu_only="pyro-gen diagnose")
     dg.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
 def cmd_diagnose(args) -> int:
+    device_of(args, cpu_only="pyro-gen diagnose")  # checked before anything runs
     from ..diagnostics import diagnose_run
     from ..diagnostics.verdicts import summary_line
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import UsageError, _positive_int
+from ._common import UsageError, _positive_int, _run_kind, add_device_flag, device_of
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--draws", type=_positive_int, default=10, help="ELBO draws per image (default 10)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device_flag(ev)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -38,6 +39,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--label", type=int, help="draw images of this class only (a cvae or ssvae run)")
     sm.add_argument("--condition", type=_side_vector, metavar="V1,...,VD",
                     help="draw images given this side vector (a cvae run conditioned on side vectors)")
+    add_device_flag(sm)
 
 
 def _side_vector(text: str) -> torch.Tensor:
@@ -55,7 +57,9 @@ def cmd_evaluate(args) -> int:
     from ..evaluate import elbo_per_datum, importance_log_likelihood
     from ..run import conditions, load_run, on_side_vectors, split_tensor
 
+    device = device_of(args)
     run = load_run(args.run_dir)
+    run.vae.to(device)
     ds = run.load_data(args.data)
     from ..evaluate import has_density
     from ..families import binarizes
@@ -64,7 +68,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"this {run.config['model_kind']} run needs test labels, and "
                          f"{args.data or run.config['data']['spec']} has none")
     c_test = conditions(run.config, ds)[1]  # the labels or side vectors a cvae is given
-    y_cond = None if c_test is None else torch.as_tensor(c_test)
+    y_cond = None if c_test is None else torch.as_tensor(c_test, device="cpu")
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     test_elbo = float(elbo_per_datum(run.vae, x_test, num_draws=args.draws, y=y_cond).mean())
@@ -106,8 +110,11 @@ def cmd_sample(args) -> int:
         raise UsageError(f"{args.output}: the output must end in .png or .npy")
     if not args.output.parent.is_dir():
         raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
+    is_gan = _run_kind(args.run_dir) == "gan"
+    device = device_of(args, cpu_only="sampling a GAN" if is_gan else "")
     run = load_any_run(args.run_dir)  # a VAE-family run or a GAN run
-    model = run.gan if run.config.get("model_kind") == "gan" else run.vae
+    model = run.gan if is_gan else run.vae
+    model.to(device)
     y = None
     kind = run.config.get("model_kind", "vae")
     on_vectors = on_side_vectors(run.config)
@@ -118,7 +125,7 @@ def cmd_sample(args) -> int:
                              f"{kind}" + (" conditioned on side vectors: use --condition" if on_vectors else ""))
         if not 0 <= args.label < classes:
             raise UsageError(f"--label {args.label} is out of range: this run has classes 0 to {classes - 1}")
-        y = torch.full((args.n,), args.label, dtype=torch.long)
+        y = torch.full((args.n,), args.label, dtype=torch.long, device=device)
     elif args.condition is not None:
         if not on_vectors:
             raise UsageError(f"--condition needs a cvae run conditioned on side vectors; {args.run_dir} is a {kind}"
@@ -136,7 +143,7 @@ def cmd_sample(args) -> int:
                          "pyro-gen sample cannot draw from it; add one that returns n generated x "
                          "(docs/own_model.rst)")
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed),
-                          **({} if y is None else {"y": y})).numpy()
+                          **({} if y is None else {"y": y.to(device)})).cpu().numpy()
     if suffix == ".png":
         plot_images(images, args.output, title=f"{args.n} samples from {args.run_dir}")
     else:

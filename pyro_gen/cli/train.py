@@ -20,7 +20,8 @@ from ..objectives import ELBOS, KL_SCHEDULES, OBJECTIVES
 from ..priors import PRIORS
 from ..train import TrainSettings
 from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
-                      _positive_int, _run_kind, record_resume, refuse_under_torchrun, resume_changes)
+                      _positive_int, _run_kind, add_device_flag, device_of, record_resume, refuse_under_torchrun,
+                      resume_changes)
 
 #: ``--model`` names -> the guide spec they default to (None: the family has no --guide).
 MODELS = {name: family.guide for name, family in FAMILIES.items() if name != "module"}
@@ -126,6 +127,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
                        "or start it if --out holds none yet: the same command line is safe to re-run after any kill. "
                        "Flags may repeat the run's values; only --epochs, --lr, --d-lr and --patience may change")
+    add_device_flag(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -295,6 +297,7 @@ def _cmd_train_gan(args) -> int:
     from ..run import make_config
 
     refuse_under_torchrun("train --model gan")
+    device_of(args, cpu_only="the GAN baseline")
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     bad = ["--" + k.replace("_", "-") for k in _NOT_FOR_GAN if k in {**model_kw, **train_kw}]
     if args.labels_per_class is not None:
@@ -360,7 +363,8 @@ def cmd_train(args) -> int:
         raise UsageError(f"{', '.join(gan_flags)}: {'this flag is' if len(gan_flags) == 1 else 'these flags are'} "
                          "for --model gan")
     from .. import distributed
-    distributed.setup()  # under torchrun: join the other processes
+    device = device_of(args)  # an unknown or missing device: one line, before anything is written
+    device = distributed.setup(device)  # under torchrun: join the other processes (nccl on CUDA, gloo on the CPU)
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     resuming = _resuming(args)
     if resuming:
@@ -395,7 +399,7 @@ def cmd_train(args) -> int:
         from ..traces import inspect_pair
         sites = inspect_pair(vae, x_test[:2])
     c_train, c_test = conditions(config, ds)  # the labels or side vectors a cvae is given
-    y_cond = None if c_test is None else torch.as_tensor(c_test)
+    y_cond = None if c_test is None else torch.as_tensor(c_test, device="cpu")
     if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
         from ..objectives import check_analytic_kl
         check_analytic_kl(vae.model, vae.guide, x_test[:2], *(() if y_cond is None else (y_cond[:2],)))
@@ -409,6 +413,7 @@ def cmd_train(args) -> int:
         else:
             config["train"] = asdict(settings)
             record_resume(config, len(run.history), changes)
+        config["device"] = str(device)
         write_json(run_dir / CONFIG, config)
     distributed.barrier()
     if distributed.is_main():
@@ -419,6 +424,7 @@ def cmd_train(args) -> int:
               + (f" on {distributed.rank_world()[1]} processes" if distributed.rank_world()[1] > 1 else ""),
               file=sys.stderr)
     t0 = time.perf_counter()
+    vae.to(device)
     train_x, train_y, val_y = _fit_inputs(config, ds, c_train, c_test)
     result = fit(vae, train_x, settings, train_y=train_y, val_y=val_y,
                  val_x=x_test.numpy() if settings.patience is None else None,
@@ -429,6 +435,7 @@ def cmd_train(args) -> int:
         return 0
     torch.manual_seed(settings.seed)
     test_elbo = float(elbo_per_datum(vae, x_test, num_draws=10, y=y_cond).mean())
+    x_show, y_show = x_test[:20].to(device), None if y_cond is None else y_cond.to(device)
     summary = {"test_elbo": test_elbo, "train_seconds": seconds, "epochs": len(result.history),
                "stopped_early": result.stopped_early}
     if hasattr(vae, "classify"):
@@ -438,27 +445,28 @@ def cmd_train(args) -> int:
     write_json(run_dir / "summary.json", summary)  # the numbers first: a failing figure never loses them
     failures = {}
     attempt(failures, "elbo_curve.png", lambda: plot_history(result.history, run_dir / "elbo_curve.png"))
-    y_rec = () if y_cond is None else (y_cond[:20],)
+    y_rec = () if y_show is None else (y_show[:20],)
     if callable(getattr(vae, "reconstruct", None)):  # optional for a pair (docs/own_model.rst)
         attempt(failures, "reconstructions.png",
-                lambda: plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_test[:20], *y_rec).numpy(),
+                lambda: plot_reconstructions(x_test[:20].numpy(), vae.reconstruct(x_show, *y_rec).cpu().numpy(),
                                              run_dir / "reconstructions.png"))
     gen = torch.Generator().manual_seed(settings.seed)
-    side = y_cond[torch.arange(100) % len(y_cond)] if on_side_vectors(config) else None
+    side = y_show[torch.arange(100, device=device) % len(y_show)] if on_side_vectors(config) else None
     classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
     given = (", given the test side vectors" if side is not None else
              ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
     title = f"Samples (mean images of z ~ p(z){given})"
     side_kw = {} if side is None else {"y": side}
     if callable(getattr(vae, "sample", None)):  # optional for a pair (docs/own_model.rst)
-        attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, **side_kw).numpy(),
+        attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, **side_kw).cpu().numpy(),
                                                              run_dir / "samples.png", title=title))
     _report_failures(failures)
     label = "test MAP objective" if FAMILIES[config["model_kind"]].guide == "delta" else "test ELBO"
     print(f"done in {seconds:.1f} s: {label} {test_elbo:.2f} nats/image (mean of 10 draws on "
           f"{len(x_test)} test images). Run saved in {run_dir}\n"
           f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png"
-          + ("" if side is None else " --condition=" + ",".join(f"{v:.3g}" for v in side[0].tolist())))
+          + ("" if side is None else " --condition=" + ",".join(f"{v:.3g}" for v in side[0].tolist()))
+          + ("" if device.type == "cpu" else f"    (trained on {device})"))
     return 1 if failures else 0
 
 

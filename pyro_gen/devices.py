@@ -1,0 +1,72 @@
+"""Where a model runs: device names as users write them, and tensors moved for checkpoints.
+
+One rule: a model/guide pair runs on the device of its parameters. The command line's
+``--device auto|cpu|cuda|cuda:N|mps`` (default ``auto``: CUDA when available, else the CPU) puts
+the pair there; the engine and the evaluation move each batch of data to the pair's device and
+bring results back to the CPU. Checkpoints always hold CPU tensors, so a run trained on a GPU
+resumes, evaluates and samples on a laptop and back.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["DEVICES", "resolve_device", "module_device", "to_cpu"]
+
+#: What ``--device`` accepts.
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The device a ``--device`` value names, checked to exist on this machine.
+
+    :param spec: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    :raises InputError: one line for an unknown name or a device this machine does not have.
+    """
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise InputError(f"--device {spec}: unknown device; expected {DEVICES}") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {spec}: this machine has no CUDA GPU (or this PyTorch build has no CUDA "
+                             "support); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(f"--device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        return device
+    if device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError(f"--device {spec}: Apple's MPS backend is not available on this machine; use --device cpu")
+        return device
+    raise InputError(f"--device {spec}: unsupported device type {device.type!r}; expected {DEVICES}")
+
+
+def module_device(module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for a module with none)."""
+    if isinstance(module, torch.nn.Module):
+        for t in module.parameters():
+            return t.device
+        for t in module.buffers():
+            return t.device
+    return torch.device("cpu")
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor inside (dicts, lists, tuples) moved to the CPU, detached: what a
+    checkpoint holds, so that it loads on any machine."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
