@@ -39,7 +39,7 @@ def test_evaluate_json(trained, capsys):
     assert main(["evaluate", str(trained), "--k", "20", "--draws", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["k"] == 20 and result["n_test"] == 30  # 300 images, every 10th is test
-    assert result["test_nll"] > 0 and -result["test_elbo"] >= result["test_nll"] - 1.0
+    assert result["test_nll"] > 0 and result["test_nll"] <= -result["test_elbo"] + 0.5  # IS bound >= ELBO, up to MC error
     assert 50 < result["test_nll"] < 800
 
 

@@ -331,7 +331,7 @@ def test_compare_tables_hold_every_requested_model(gan_run, tmp_path, small_npz,
     assert rows["gan-2"]["epochs"] == 1 and rows["gan-2"]["run_dir"] == str(gan_run)
     # a likelihood only where one is defined: the VAE; IWAE (K=20) >= ELBO up to Monte Carlo noise
     vae = rows["vae"]
-    assert vae["test_nll"] > 0 and vae["test_nll"] <= -vae["test_elbo"] + 2.0
+    assert vae["test_nll"] > 0 and vae["test_nll"] <= -vae["test_elbo"] + 0.5  # IS bound >= ELBO, up to MC error
     assert all(rows[m]["test_nll"] is None and rows[m]["test_elbo"] is None for m in ("ae", "gan", "wgan-gp", "gan-2"))
     # barely trained models are far from the real images, which score the floor
     data = rows["data (train split)"]

@@ -249,7 +249,7 @@ def test_cli_trains_and_evaluates_each_objective(flags, tmp_path, small_npz, cap
     capsys.readouterr()
     assert main(["evaluate", str(out), "--k", "5", "--draws", "2", "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["test_nll"] <= -result["test_elbo"] + 5  # the K=5 bound is at least about the ELBO
+    assert result["test_nll"] <= -result["test_elbo"] + 0.5  # the IS bound is at least the ELBO, up to MC error
 
 
 @pytest.mark.parametrize("flags, message", [

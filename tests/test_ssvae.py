@@ -162,7 +162,7 @@ def test_cli_ssvae_trains_evaluates_resumes_and_samples(tmp_path, small_npz, cap
     loaded = run_module.load_run(run)
     x_test, y_test = run_module.split_tensor(loaded.load_data(), True)
     assert result["test_accuracy"] == accuracy(loaded.vae, x_test, y_test)
-    assert math.isfinite(result["test_elbo"]) and result["test_nll"] <= -result["test_elbo"] + 5
+    assert math.isfinite(result["test_elbo"]) and result["test_nll"] <= -result["test_elbo"] + 0.5  # IS >= ELBO
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert main(["sample", str(run), "-n", "4", "--label", "7", "-o", str(tmp_path / "s.npy")]) == 0
