@@ -95,9 +95,11 @@ def plot_elbo_terms(history: List[dict], path, title: str = "Training, epoch by 
 
 
 def plot_kl_per_dim(kl_per_dim: Optional[Sequence[float]], activity: Sequence[float], path,
-                    threshold: float = 0.01) -> None:
+                    threshold: float = 0.01, sites: Optional[dict] = None) -> None:
     """Two bar charts over latent dimensions: mean KL per dimension (if defined) and activity
-    :math:`\\mathrm{Cov}_x(E_q[z_d])` on a log axis with the active-unit threshold; active units in colour."""
+    :math:`\\mathrm{Cov}_x(E_q[z_d])` on a log axis with the active-unit threshold; active units in colour.
+    With ``sites`` (a pair's latent sites, in order, each with its ``dims``, ``kl`` and active
+    units), the dimensions of each site are marked and named."""
     activity = np.asarray(activity, dtype=float)
     d = len(activity)
     active = activity > threshold
@@ -117,8 +119,19 @@ def plot_kl_per_dim(kl_per_dim: Optional[Sequence[float]], activity: Sequence[fl
     ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"active-unit threshold {threshold:g}")
     ax.set_yscale("log")
     ax.set_ylabel("Cov_x(E_q[z_d])")
-    ax.set_title(f"Activity of each unit: {int(active.sum())} of {d} active (Burda et al. 2015)")
+    ax.set_title(f"Activity of each unit: {int(active.sum())} of {d} active (Burda et al. 2015)", pad=16 if sites else 6)
     ax.set_xlabel("latent dimension d")
+    if sites:  # the dimensions of each latent site, one after the other
+        start = 0
+        for name, site in sites.items():
+            width = site.get("dims") or 0
+            if start:
+                ax.axvline(start - 0.5, color="0.3", lw=1)
+            kl = "" if site.get("kl") is None else f", KL {site['kl']:.1f}"
+            ax.text(start + width / 2 - 0.5, 1.02, f"site {name}{kl}", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=8)
+            start += width
+        ax.set_xlabel("latent dimension d (the sites' dimensions in the model's order)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     if d <= 40:

@@ -44,6 +44,8 @@ class Family:
     :param generic: evaluated and diagnosed through the trace-based paths only.
     :param train_defaults: training settings it needs other than :class:`~pyro_gen.train.TrainSettings`'s
         defaults (e.g. the ``trace`` ELBO for a hierarchy, whose guide is not mean-field).
+    :param refuses: model settings (``ModelSpec`` fields) the family does not take, because its
+        model defines them itself; the command line refuses their flags in one line.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Family:
     inputs: str = ""
     generic: bool = False
     train_defaults: Dict[str, object] = field(default_factory=dict)
+    refuses: Tuple[str, ...] = ()
 
 
 def _build_vae(spec: ModelSpec, config: dict) -> nn.Module:
@@ -100,9 +103,9 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
            train_defaults={"elbo": "enum"}),
     Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
                    "units (Burda et al. 2015's shape; bottom-up inference)", _build_hvae, guide=None, generic=True,
-           train_defaults={"elbo": "trace"}),
+           train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
     Family("module", "your own model/guide pair: module:pkg.mod:Factory (docs/own_model.rst)", _build_module,
-           guide=None, generic=True, train_defaults={"elbo": "trace"}),
+           guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
 ]}
 
 

@@ -131,16 +131,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-#: model flags a family without its own guide and prior (hvae, your own pair) does not take
-_GENERIC_REFUSES = {"hvae": ("guide", "prior", "net", "activation"),
-                    "module": ("guide", "prior", "net", "activation")}
-
-
 def _model_kind(args, model_kw: dict) -> str:
     """Resolve ``--model`` against ``--guide`` (``ae`` is the delta guide) and check both spec strings."""
     if args.model is not None and (args.model not in MODELS or MODELS[args.model] is None):
         name, _ = parse_model(args.model)
-        bad = ["--" + k for k in _GENERIC_REFUSES[name] if k in model_kw]
+        bad = ["--" + k for k in FAMILIES[name].refuses if k in model_kw]
         if bad:
             raise UsageError(f"--model {args.model} cannot take {', '.join(bad)}: its model defines its own "
                              + ("networks, guide and prior" if name == "module" else "MLPs, guide and prior"))

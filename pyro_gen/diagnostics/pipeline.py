@@ -268,7 +268,7 @@ def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, 
         out["elbo_terms"] = FIGURES["elbo_terms"]
     if d.latent.activity:
         dp.plot_kl_per_dim(d.latent.kl_per_dim, d.latent.activity, out_dir / FIGURES["kl_per_dim"],
-                           threshold=d.latent.active_threshold)
+                           threshold=d.latent.active_threshold, sites=d.latent.sites)
         out["kl_per_dim"] = FIGURES["kl_per_dim"]
     if d.iwae is not None:
         dp.plot_iwae_curve(d.iwae.k, d.iwae.bound, d.iwae.gain, d.iwae.gain_stderr, out_dir / FIGURES["iwae"])
