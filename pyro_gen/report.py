@@ -114,6 +114,16 @@ def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> 
         ("likelihood p(x|z)", model.get("likelihood")),
         ("guide q(z|x)", model.get("guide")),
         ("prior p(z)", model.get("prior")),
+    ]
+    from .families import FAMILIES
+    family = FAMILIES.get(config.get("model_kind"))
+    if family is not None and "guide" in family.refuses:  # the model defines its networks, guide and prior
+        own = (f"your own pair, module:{config.get('module')}" if config.get("model_kind") == "module"
+               else family.help)
+        rows = rows[:2] + [("model and guide", own), ("settings given to it", f"latent dimensions "
+                           f"{model.get('latent_dim')}, hidden widths {tuple(model.get('hidden', ()))}, likelihood "
+                           f"{model.get('likelihood')}")]
+    rows += [
         ("objective", _objective(train)),
         ("optimizer", f"{train.get('optimizer')}, learning rate {train.get('lr')} ({train.get('lr_schedule')} "
                       f"schedule), batch size {train.get('batch_size')}, seed {train.get('seed')}"),

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -32,7 +32,7 @@ from ._progress import progress_bar
 from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
                          save_checkpoint, write_jsonl)
 from .data import binarize as binarize_batch
-from .objectives import KLSchedule, kl_per_dimension, make_elbo, make_objective, training_loss
+from .objectives import KLSchedule, make_elbo, make_objective, training_loss
 from . import distributed
 from .devices import module_device
 from .params import load_store_state, materialize, pair_parameters, store_parameters, store_state

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pyro_gen import _arviz
 from pyro_gen.cli import main

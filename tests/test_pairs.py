@@ -7,12 +7,12 @@ import pyro
 import pytest
 import torch
 
-from _pairs import IndependentSites, LazyParamVAE, PyroModuleVAE, TutorialVAE, TwoLayerLinearGaussian
+from _pairs import IndependentSites, LazyParamVAE, PyroModuleVAE, TwoLayerLinearGaussian
 from pyro_gen.checkpoint import load_checkpoint
 from pyro_gen.cli import main
 from pyro_gen.diagnostics.sites import site_diagnostics
 from pyro_gen.errors import InputError
-from pyro_gen.evaluate import importance_log_likelihood, log_weights
+from pyro_gen.evaluate import importance_log_likelihood
 from pyro_gen.families import FAMILIES
 from pyro_gen.traces import inspect_pair, trace_log_weights
 from pyro_gen.train import TrainSettings, fit
@@ -184,6 +184,8 @@ def test_a_users_pair_through_every_command(target, tmp_path, small_npz, capsys)
     assert set(summary["latent"]["sites"]) == ({"za", "zb"} if "PyroModule" in target else {"latent"})
     assert summary["iwae"] is not None and summary["gradients"]
     assert (run / "report.html").is_file() and (run / "posterior.nc").is_file()
+    report = (run / "report.html").read_text()
+    assert f"your own pair, module:{target}" in report and "guide q(z|x)" not in report
     code = main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")])
     if target.endswith("TutorialVAE") or target.endswith("LazyParamVAE"):
         assert code == 0 and (tmp_path / "s.png").is_file()

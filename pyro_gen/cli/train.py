@@ -392,7 +392,7 @@ def cmd_train(args) -> int:
     x_test, y_test = split_tensor(ds, binarizes(spec))
     if family.generic:  # a pair outside the library: check the contract before anything is written
         from ..traces import inspect_pair
-        sites = inspect_pair(vae, x_test[:2])
+        inspect_pair(vae, x_test[:2])
     c_train, c_test = conditions(config, ds)  # the labels or side vectors a cvae is given
     y_cond = None if c_test is None else torch.as_tensor(c_test, device="cpu")
     if settings.elbo == "analytic":  # refuse a pair without a closed-form KL before anything is written
