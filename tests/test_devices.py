@@ -1,6 +1,6 @@
 """Devices without a GPU: ``--device`` resolution and its one-line refusals, checkpoints that hold
 CPU tensors and load onto another device, and the device-clean test mode (tests/_device_audit.py)
-run over training, evaluation and sampling of every family -- failing on a planted mistake."""
+run over training, evaluation, sampling and diagnosis of every family -- failing on a planted mistake."""
 import json
 
 import pytest
@@ -76,6 +76,9 @@ def _every_family(tmp_path, small_npz):
         assert main(["train", "--model", model, "--data", str(small_npz), "--out", str(run), *TINY]) == 0
         assert main(["evaluate", str(run), "--k", "10", "--draws", "1", "--json"]) == 0
         assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
+        if model != "cvae":  # diagnose covers unconditional models
+            assert main(["diagnose", str(run), "--k-max", "100", "--points", "20", "--gap-points", "2",
+                         "--gap-steps", "5", "--grad-repeats", "3", "--quiet"]) == 0
     ss = tmp_path / "ssvae"
     assert main(["train", "--model", "ssvae", "--labels-per-class", "3", "--data", str(small_npz), "--out", str(ss),
                  *TINY]) == 0
@@ -83,7 +86,8 @@ def _every_family(tmp_path, small_npz):
 
 
 def test_training_evaluation_and_sampling_of_every_family_are_device_clean(tmp_path, small_npz):
-    """No tensor factory call from pyro_gen's own code without a device, outside constructors."""
+    """No tensor factory call from pyro_gen's own code without a device, outside constructors
+    (train, evaluate, sample and diagnose; compare and the GAN run on the CPU only)."""
     import pyro
     pyro.clear_param_store()
     with DeviceAudit() as audit:

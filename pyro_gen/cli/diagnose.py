@@ -30,12 +30,12 @@ def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
                     help="gradient draws for the gradient variance and SNR (default 100)")
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--json", action="store_true", help="print diagnostics.json's content on standard output")
-    add_device_flag(dg, cpu_only="pyro-gen diagnose")
+    add_device_flag(dg)
     dg.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
 def cmd_diagnose(args) -> int:
-    device_of(args, cpu_only="pyro-gen diagnose")  # checked before anything runs
+    device = device_of(args)  # checked before anything runs
     from ..diagnostics import diagnose_run
     from ..diagnostics.verdicts import summary_line
 
@@ -46,7 +46,7 @@ def cmd_diagnose(args) -> int:
     log = None if quiet else (lambda msg: print(f"pyro-gen diagnose: {msg}", file=sys.stderr, flush=True))
     d = diagnose_run(args.run_dir, args.data, k_max=args.k_max, points=args.points, gap_points=args.gap_points,
                      gap_steps=args.gap_steps, grad_repeats=args.grad_repeats, seed=args.seed,
-                     progress=not quiet, log=log)
+                     progress=not quiet, log=log, device=device)
     if args.json:
         print(json.dumps(d.to_dict(), sort_keys=True))
     else:

@@ -97,7 +97,7 @@ def _chunks(total: int, batch: int):
 @torch.no_grad()
 def _elbo(vae, q, x: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
     """Monte Carlo ELBO per datum with draws fixed by ``seed`` (common random numbers)."""
-    total = torch.zeros(len(x), dtype=torch.float64)
+    total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for s in _chunks(num_samples, len(x)):
@@ -202,5 +202,5 @@ def amortization_gap(vae, x: torch.Tensor, steps: int = 500, lr: float = 1e-2, n
         elbo_amortized = _elbo(vae, q_amortized, x, eval_samples, seed + 1)
         elbo_optimized = _elbo(vae, q_opt, x, eval_samples, seed + 1)
         log_px = _mixture_log_px(vae, [q_amortized, q_opt], x, log_px_samples)
-    return GapResult(log_px=log_px.numpy(), elbo_amortized=elbo_amortized.numpy(),
-                     elbo_optimized=elbo_optimized.numpy(), **settings)
+    return GapResult(log_px=log_px.cpu().numpy(), elbo_amortized=elbo_amortized.cpu().numpy(),
+                     elbo_optimized=elbo_optimized.cpu().numpy(), **settings)

@@ -100,8 +100,8 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
     params = [p for ps in groups.values() for p in ps]
     if not params:
         return []
-    sums = [torch.zeros(p.numel(), dtype=torch.float64) for p in params]
-    squares = [torch.zeros(p.numel(), dtype=torch.float64) for p in params]
+    sums = [torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for p in params]
+    squares = [torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for p in params]
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         for _ in range(repeats):
@@ -119,7 +119,7 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
         i += len(ps)
         std = var.sqrt()
         noisy = std > 1e-12 * (mean.abs() + 1e-30)
-        snr = (mean.abs()[noisy] / std[noisy]).numpy()
+        snr = (mean.abs()[noisy] / std[noisy]).cpu().numpy()
         out.append(GradientNoise(group=name, num_params=int(mean.numel()),
                                  mean_snr=float(np.mean(snr)) if snr.size else float("inf"),
                                  median_snr=float(np.median(snr)) if snr.size else float("inf"),

@@ -53,14 +53,14 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
     """
     batch = max(1, min(len(x), MAX_DECODED // min(num_samples, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch)
-    out = torch.empty(len(x), num_samples)
+    out = torch.empty(len(x), num_samples, device="cpu")  # the weights come back to host memory
     with progress_bar(total=len(x) * num_samples, enabled=progress, desc=f"log weights, K={num_samples}",
                       unit="sample", unit_scale=True, leave=False) as bar:
         for start in range(0, len(x), batch):
             xb = x[start:start + batch]
             for done in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - done)
-                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k).T
+                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k).T.cpu()
                 bar.update(k * len(xb))
     return out
 

@@ -151,7 +151,7 @@ def posterior_means(vae, x: torch.Tensor, num_samples: int = 64) -> torch.Tensor
 def unit_activity(means: torch.Tensor) -> torch.Tensor:
     """:math:`A_d = \\mathrm{Cov}_x(E_q[z_d])`, the variance over data of each posterior mean
     (Burda et al. 2015). :param means: ``(N, D)``. :returns: ``(D,)``."""
-    return means.var(0, unbiased=True) if len(means) > 1 else torch.zeros(means.shape[-1])
+    return means.var(0, unbiased=True) if len(means) > 1 else means.new_zeros(means.shape[-1])
 
 
 def active_units(vae, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
@@ -305,7 +305,9 @@ class LatentDiagnostics:
 
 def _subset_index(n: int, max_points: int) -> torch.Tensor:
     """At most ``max_points`` indices evenly spaced through ``range(n)`` (the same ones every call)."""
-    return torch.arange(n) if n <= max_points else torch.linspace(0, n - 1, max_points).round().long()
+    if n <= max_points:
+        return torch.arange(n, device="cpu")
+    return torch.linspace(0, n - 1, max_points, device="cpu").round().long()
 
 
 def _subset(x: torch.Tensor, max_points: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_write, attempt
+from ..devices import module_device
 from ..evaluate import has_density
 from ..vae import VAE
 from ..data import binarize_fixed
@@ -142,7 +143,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
     say = log or (lambda _msg: None)
     vae.eval()
     idx = _evenly(len(x_test), points)
-    x = x_test[torch.as_tensor(idx)]
+    x = x_test[torch.as_tensor(idx, device=x_test.device)]
     settings = dict(k_max=k_max, points=int(len(idx)), gap_points=gap_points, gap_steps=gap_steps,
                     grad_repeats=grad_repeats, grad_batch=grad_batch, seed=seed, elbo=elbo,
                     num_particles=num_particles)
@@ -166,7 +167,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
             say(f"importance sampling: {k_max} draws for each of {len(idx)} test images")
             log_w = log_weight_matrix(vae, x, k_max, progress=progress)
             d.iwae = iwae_curve(log_w)
-            d.log_px = (torch.logsumexp(log_w.double(), 1) - math.log(k_max)).numpy()
+            d.log_px = (torch.logsumexp(log_w.double(), 1) - math.log(k_max)).cpu().numpy()
             if k_max >= 100:
                 t = time.perf_counter()
                 d.khat = pareto_k(log_w)
@@ -189,7 +190,8 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
                                        "image; it is not computed for this pair (see docs/own_model.rst)")
                 return
             say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
-            d.gap = amortization_gap(vae, x[torch.as_tensor(gsel)], steps=gap_steps, log_px_samples=k_max,
+            d.gap = amortization_gap(vae, x[torch.as_tensor(gsel, device=x.device)], steps=gap_steps,
+                                     log_px_samples=k_max,
                                      eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
 
         _guarded(d, "amortization_gap", gap)
@@ -223,13 +225,13 @@ def _guarded(d: "Diagnosis", name: str, compute: Callable[[], None]) -> None:
 def _traversal_images(vae, x_test: torch.Tensor, means: torch.Tensor, activity: np.ndarray, kl_dim, base: int):
     strength = np.asarray(kl_dim) if kl_dim is not None else activity
     order = np.argsort(-strength)[:min(8, len(activity))]
-    lo, hi = np.quantile(means.numpy(), 0.02, axis=0), np.quantile(means.numpy(), 0.98, axis=0)
+    lo, hi = np.quantile(means.cpu().numpy(), 0.02, axis=0), np.quantile(means.cpu().numpy(), 0.98, axis=0)
     z0 = means[base]
     rows, labels = [], []
     for dim in order:
         z = z0.repeat(9, 1)
-        z[:, dim] = torch.linspace(float(lo[dim]), float(hi[dim]), 9)
-        rows.append(vae.decode(z).numpy())
+        z[:, dim] = torch.linspace(float(lo[dim]), float(hi[dim]), 9, device=z.device)
+        rows.append(vae.decode(z).cpu().numpy())
         labels.append(f"z{dim}" + (f" (KL {kl_dim[dim]:.2f})" if kl_dim is not None else "")
                       + ("" if activity[dim] > 0.01 else ", inactive"))
     return np.stack(rows), labels
@@ -249,10 +251,11 @@ def _interpolation_images(vae, x_test: torch.Tensor, means: torch.Tensor, labels
         if len(pairs) == 6:
             break
     rows = []
-    t = torch.linspace(0, 1, 8)[:, None]
+    t = torch.linspace(0, 1, 8, device=means.device)[:, None]
     for i, j in pairs:
         z = (1 - t) * means[i] + t * means[j]
-        rows.append(np.concatenate([x_test[i:i + 1].numpy(), vae.decode(z).numpy(), x_test[j:j + 1].numpy()]))
+        rows.append(np.concatenate([x_test[i:i + 1].cpu().numpy(), vae.decode(z).cpu().numpy(),
+                                    x_test[j:j + 1].cpu().numpy()]))
     names = [f"#{i} -> #{j}" + ("" if labels is None else f" ({labels[i]} -> {labels[j]})") for i, j in pairs]
     return np.stack(rows), names
 
@@ -280,7 +283,7 @@ def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, 
         return out
     with torch.no_grad():
         means = posterior_means(vae, x_test)
-    dp.plot_latent_pca(means.numpy(), y_test, out_dir / FIGURES["pca"])
+    dp.plot_latent_pca(means.cpu().numpy(), y_test, out_dir / FIGURES["pca"])
     out["pca"] = FIGURES["pca"]
     activity = np.asarray(d.latent.activity)
     base = int(d.test_index[0])
@@ -306,10 +309,11 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
                  gap_points: int = 100, gap_steps: int = 500, grad_repeats: int = 100, seed: int = 0,
                  progress: bool = False,
                  log: Optional[Callable[[str], None]] = None, posterior_points: int = 200,
-                 posterior_draws: int = 100) -> Diagnosis:
+                 posterior_draws: int = 100, device=None) -> Diagnosis:
     """``pyro-gen diagnose``: load a run, diagnose it on its test split (or ``data``'s), and write
     ``diagnostics.json``, ``posterior.nc``, the figures and ``report.html`` into ``out_dir``
-    (default: the run directory).
+    (default: the run directory). With ``device`` the model runs there (the data follow it; the
+    results come back to the CPU).
 
     :raises pyro_gen.checkpoint.RunError: missing or broken run directory.
     :raises pyro_gen.data.DataError: unreadable data.
@@ -323,6 +327,8 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     say = log or (lambda _msg: None)
     t_all = time.perf_counter()
     run = load_run(run_dir)
+    if device is not None:
+        run.vae.to(device)
     out_dir = Path(out_dir) if out_dir is not None else run.path
     vae = run.vae
     reason = unsupported_reason(vae)
@@ -330,9 +336,9 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
         raise InputError(f"{run.path}: {reason}")
     ds = run.load_data(data)
     x_test, y_test = split_tensor(ds, binarizes(run.spec))
-    x_train = torch.as_tensor(ds.train_x[:128])
-    if binarizes(run.spec):
-        x_train = torch.as_tensor(binarize_fixed(ds.train_x[:128], seed=seed))
+    x_train = ds.train_x[:128] if not binarizes(run.spec) else binarize_fixed(ds.train_x[:128], seed=seed)
+    device = module_device(vae)  # the model's device (moved there by the caller): the data follow it
+    x_test, x_train = x_test.to(device), torch.as_tensor(x_train, device=device)
     train = run.config.get("train", {})
     d = diagnose(vae, x_test, x_train=x_train, elbo=train.get("elbo", "trace"),
                  num_particles=int(train.get("num_particles", 1)), k_max=k_max, points=points,
@@ -348,7 +354,7 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     _write_summary(d, out_dir, t_all)  # what was computed is saved before any optional output
 
     def posterior():
-        sel = torch.as_tensor(d.test_index[:posterior_points])
+        sel = torch.as_tensor(d.test_index[:posterior_points], device=x_test.device)
         per_datum = {}
         if d.khat is not None:
             per_datum["pareto_k"] = d.khat[:posterior_points]

@@ -63,7 +63,7 @@ def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optiona
             lp_all.append(prior.log_prob(z))
             if not point_mass:
                 lq_all.append(q.log_prob(z))
-    cat = lambda parts: torch.cat(parts, dim=1).numpy()[None].astype(np.float64)  # noqa: E731 (1, S, N, ...)
+    cat = lambda parts: torch.cat(parts, dim=1).cpu().numpy()[None].astype(np.float64)  # noqa: E731 (1, S, N, ...)
     z, ll, lp = cat(z_all), cat(ll_all), cat(lp_all)
     sample_stats = {"log_prior": lp}
     if not point_mass:
@@ -99,7 +99,7 @@ def _pair_posterior_data(pair, x, test_index, labels, num_draws, per_datum, attr
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, guide, values = site_log_probs(pair, x, draws, sites=sites, values=True)
-    arr = lambda t: t.double().numpy()[None]  # noqa: E731 -- (1, S, N, ...)
+    arr = lambda t: t.double().cpu().numpy()[None]  # noqa: E731 -- (1, S, N, ...)
     posterior = {name: arr(values[name]) for name in sites.latent if values.get(name) is not None}
     log_prior = sum(model[name] for name in sites.latent)
     log_q = sum(guide[name] for name in sites.latent)
