@@ -65,7 +65,7 @@ from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint,
 from .data import Dataset
 from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
-from .train import FitResult, TrainingError
+from .train import FitResult, TrainingError, adam
 from .vae import ModelSpec
 from .errors import InputError
 
@@ -337,14 +337,6 @@ class _Frozen:
             p.requires_grad_(True)
 
 
-def _adam(params, lr: float, betas) -> torch.optim.Optimizer:
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=betas)
-
-
 def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings(), *, run_dir=None,
             resume: bool = False, progress: bool = True,
             on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
@@ -372,8 +364,8 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
     n = len(x_all)
     steps_per_epoch = math.ceil(n / settings.batch_size)
-    opt_g = _adam(gan.decoder.parameters(), settings.lr, settings.betas)
-    opt_d = _adam(gan.discriminator.parameters(), settings.d_lr, settings.betas)
+    opt_g = adam(gan.decoder.parameters(), settings.lr, settings.betas)
+    opt_d = adam(gan.discriminator.parameters(), settings.d_lr, settings.betas)
     gen = torch.Generator().manual_seed(settings.seed)
     run_dir = None if run_dir is None else Path(run_dir)
     history: List[dict] = []

@@ -148,13 +148,25 @@ class LossModule(torch.nn.Module):
                              free_bits=self.free_bits)
 
 
-def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
-    """Adam (fused into one kernel where torch supports it on the device)."""
+def adam(params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch supports it on the device (the engine's and the
+    GAN's optimizer)."""
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=settings.lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, ValueError):  # fused Adam not available for this device/dtype
-        return torch.optim.Adam(params, lr=settings.lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The engine's optimizer: :func:`adam` at ``settings.lr`` (``clippedadam``'s gradient-norm
+    clipping is applied by :func:`fit` before each step)."""
+    return adam(params, settings.lr)
+
+
+def cosine_factor(step: int, total: int) -> float:
+    """The cosine learning-rate shape: 1 at step 0, decaying to 1/20 at ``total`` (and after)."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def _set_peak_lr(opt, sched, lr: float) -> None:
@@ -173,7 +185,7 @@ def _make_schedule(opt, settings: TrainSettings, steps_per_epoch: int):
     total = settings.epochs * steps_per_epoch
     if settings.lr_schedule == "cosine":
         def factor(step):
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            return cosine_factor(step, total)
     else:
         def factor(step):
             return 1.0

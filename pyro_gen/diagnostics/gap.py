@@ -35,6 +35,7 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from ..evaluate import MAX_DECODED
+from ..train import cosine_factor
 from .latent import POINT_MASS_NOTE, is_point_mass
 
 __all__ = ["GapResult", "amortization_gap", "local_family"]
@@ -80,7 +81,7 @@ def _adam(loss_fn, params: List[torch.Tensor], steps: int, lr: float, betas=(0.9
     v = [torch.zeros_like(p) for p in params]
     for t in range(1, steps + 1):
         grads = torch.autograd.grad(loss_fn(*params), params)
-        rate = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (t - 1) / steps)))
+        rate = lr * cosine_factor(t - 1, steps)
         with torch.no_grad():
             for p, g, m_i, v_i in zip(params, grads, m, v):
                 m_i.mul_(betas[0]).add_(g, alpha=1 - betas[0])
