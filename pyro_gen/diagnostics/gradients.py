@@ -17,7 +17,7 @@ Only the Monte Carlo noise is measured here, not the noise of choosing a minibat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ def parameter_groups(pair) -> Dict[str, List[torch.nn.Parameter]]:
 
 
 def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int = 1, repeats: int = 100,
-                   seed: int = 0) -> List[GradientNoise]:
+                   seed: int = 0, y: Optional[torch.Tensor] = None) -> List[GradientNoise]:
     """Variance and SNR of the gradient of ``elbo``'s loss on the minibatch ``x``, per group.
 
     :param vae: a :class:`~pyro_gen.vae.VAE` (its parameters and their ``.grad`` are not changed).
@@ -91,6 +91,7 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
     :param num_particles: its particles per datum.
     :param repeats: independent gradient draws (:math:`R \\ge 2`).
     :param seed: seed of the draws (the global random state is left as it was).
+    :param y: the side vectors of a conditional model, one per datum of ``x``.
     :returns: one :class:`GradientNoise` per group with parameters (none for a model without any).
     """
     if repeats < 2:
@@ -105,7 +106,8 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         for _ in range(repeats):
-            grads = torch.autograd.grad(training_loss(objective, vae, x), params, allow_unused=True)
+            grads = torch.autograd.grad(training_loss(objective, vae, x, *(() if y is None else (y,))), params,
+                                        allow_unused=True)
             for i, g in enumerate(grads):
                 if g is not None:
                     g = g.detach().reshape(-1).double()

@@ -41,7 +41,8 @@ KHAT_BAD = 0.7
 
 
 @torch.no_grad()
-def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = False) -> torch.Tensor:
+def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = False,
+                      y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:math:`\\log w_{nk}` for ``num_samples`` draws from the guide per datum, in chunks of at
     most :data:`pyro_gen.evaluate.MAX_DECODED` decoded codes.
 
@@ -49,6 +50,7 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
     :param x: data ``(N, C, H, W)``.
     :param num_samples: :math:`K_{\\max}`.
     :param progress: show a progress bar.
+    :param y: the side vectors of a conditional model, one per datum.
     :returns: a float32 tensor ``(N, num_samples)``.
     """
     batch = max(1, min(len(x), MAX_DECODED // min(num_samples, MAX_DECODED)))
@@ -58,9 +60,10 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
                       unit="sample", unit_scale=True, leave=False) as bar:
         for start in range(0, len(x), batch):
             xb = x[start:start + batch]
+            yb = None if y is None else y[start:start + batch]
             for done in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - done)
-                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k).T.cpu()
+                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k, yb).T.cpu()
                 bar.update(k * len(xb))
     return out
 

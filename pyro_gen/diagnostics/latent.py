@@ -53,12 +53,10 @@ POINT_MASS_NOTE = "not defined for a point-mass guide (the deterministic autoenc
 
 
 def unsupported_reason(vae) -> str:
-    """Why the diagnostics cannot handle this model (``""`` when they can): they cover
-    unconditional models, the built-in :class:`~pyro_gen.vae.VAE` with its fast paths and any
-    other pair through traces (:mod:`pyro_gen.diagnostics.sites`); not conditional models, whose
-    densities need the side vector ``y``, nor the semi-supervised VAE, whose labels are latent."""
-    if getattr(vae, "condition_dim", 0):
-        return "the diagnostics cover unconditional VAEs; this is a conditional model (its densities need y)"
+    """Why the diagnostics cannot handle this model (``""`` when they can): they cover the built-in
+    :class:`~pyro_gen.vae.VAE` with its fast paths, conditional models given their side vectors and
+    any other pair through traces (:mod:`pyro_gen.diagnostics.sites`); not the semi-supervised VAE,
+    whose labels are latent (enumerated)."""
     if getattr(vae, "labels_are_latent", False):
         return (f"the diagnostics cover unconditional VAEs and pairs without enumerated labels, not "
                 f"{type(vae).__name__} (its class labels are latent)")
@@ -381,7 +379,7 @@ def epoch_diagnostics(vae, x: Optional[torch.Tensor], max_points: int = 500, **k
     this size a second thread gains little on an idle machine and loses a lot on a busy one.
     """
     from ..vae import VAE
-    if x is None or len(x) == 0 or not isinstance(vae, VAE) or unsupported_reason(vae):
+    if x is None or len(x) == 0 or not isinstance(vae, VAE) or vae.condition_dim or unsupported_reason(vae):
         return {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is as fast idle and far faster on a busy machine

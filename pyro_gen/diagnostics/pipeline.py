@@ -120,8 +120,9 @@ class Diagnosis:
 def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = None, elbo: str = "trace",
              num_particles: int = 1, k_max: int = 5000, points: int = 500, gap_points: int = 100,
              gap_steps: int = 500, grad_repeats: int = 100, grad_batch: int = 128, seed: int = 0,
-             progress: bool = False, log: Optional[Callable[[str], None]] = None) -> Diagnosis:
-    """Run the diagnostics on a trained VAE.
+             progress: bool = False, log: Optional[Callable[[str], None]] = None,
+             y_test: Optional[torch.Tensor] = None, y_train: Optional[torch.Tensor] = None) -> Diagnosis:
+    """Run the diagnostics on a trained VAE or any other pair.
 
     :param vae: a :class:`~pyro_gen.vae.VAE` in eval mode.
     :param x_test: test data ``(N, C, H, W)`` (binarized already for a Bernoulli likelihood).
@@ -138,19 +139,23 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
     :param seed: seeds every draw; the global random state is restored afterwards.
     :param progress: progress bars.
     :param log: called with a line per stage.
+    :param y_test: the side vectors (or labels) of a conditional model, one per test datum; its
+        densities are those of :math:`p(x \\mid y)`, read through traces (:mod:`pyro_gen.traces`).
+    :param y_train: the same for ``x_train``.
     :returns: a :class:`Diagnosis` (verdicts not yet filled in: see :func:`diagnose_run`).
     """
     say = log or (lambda _msg: None)
     vae.eval()
     idx = _evenly(len(x_test), points)
     x = x_test[torch.as_tensor(idx, device=x_test.device)]
+    y = () if y_test is None else (y_test[torch.as_tensor(idx, device=y_test.device)],)
     settings = dict(k_max=k_max, points=int(len(idx)), gap_points=gap_points, gap_steps=gap_steps,
                     grad_repeats=grad_repeats, grad_batch=grad_batch, seed=seed, elbo=elbo,
                     num_particles=num_particles)
     seconds, notes = {}, {}
     t = time.perf_counter()
-    generic = not isinstance(vae, VAE)  # a pair read through traces, per latent site
-    latent = (site_diagnostics(vae, x, max_points=len(x), seed=seed) if generic
+    generic = not isinstance(vae, VAE) or bool(y)  # a pair read through traces, per latent site
+    latent = (site_diagnostics(vae, x, *y, max_points=len(x), seed=seed) if generic
               else latent_diagnostics(vae, x, max_points=len(x), num_samples=4, seed=seed))
     seconds["latent"] = time.perf_counter() - t
     d = Diagnosis(settings=settings, num_test=len(x_test), test_index=idx, latent=latent, notes=notes, seconds=seconds)
@@ -161,11 +166,11 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         torch.manual_seed(seed)
 
         def importance():
-            if not has_density(vae, x):
+            if not has_density(vae, x, *y):
                 notes["importance"] = "IWAE bound, log p(x) and PSIS k-hat: " + POINT_MASS_NOTE
                 return
             say(f"importance sampling: {k_max} draws for each of {len(idx)} test images")
-            log_w = log_weight_matrix(vae, x, k_max, progress=progress)
+            log_w = log_weight_matrix(vae, x, k_max, progress=progress, y=y[0] if y else None)
             d.iwae = iwae_curve(log_w)
             d.log_px = (torch.logsumexp(log_w.double(), 1) - math.log(k_max)).cpu().numpy()
             if k_max >= 100:
@@ -178,7 +183,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         _guarded(d, "importance_sampling", importance)
 
         def decoder():
-            d.decoder = decoder_dependence(vae, x, seed=seed + 3)
+            d.decoder = decoder_dependence(vae, x, *y, seed=seed + 3)
 
         _guarded(d, "decoder", decoder)
         gsel = _evenly(len(idx), gap_points)
@@ -187,7 +192,8 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         def gap():
             if generic:
                 d.gap = GapResult(note="the amortization gap refines a copy of a built-in guide family on each "
-                                       "image; it is not computed for this pair (see docs/own_model.rst)")
+                                       "image of an unconditional VAE; it is not computed for this model (see "
+                                       "docs/own_model.rst)")
                 return
             say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
             d.gap = amortization_gap(vae, x[torch.as_tensor(gsel, device=x.device)], steps=gap_steps,
@@ -197,15 +203,16 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         _guarded(d, "amortization_gap", gap)
 
         def gradients():
-            note = "" if has_density(vae, x) else point_mass_note()
+            note = "" if has_density(vae, x, *y) else point_mass_note()
             if note:
                 notes["gradients"] = note
                 return
-            source = x_train if x_train is not None else x_test
+            source, side = (x_train, y_train) if x_train is not None else (x_test, y_test)
             say(f"gradient noise: {grad_repeats} gradients of the '{elbo}' objective on "
                 f"{min(grad_batch, len(source))} images")
             d.gradients = gradient_noise(vae, source[:grad_batch], elbo=elbo, num_particles=num_particles,
-                                         repeats=grad_repeats, seed=seed + 2)
+                                         repeats=grad_repeats, seed=seed + 2,
+                                         y=None if side is None else side[:grad_batch])
             if not d.gradients:
                 notes["gradients"] = "the model has no trainable parameters"
 
@@ -279,7 +286,7 @@ def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, 
     if d.khat is not None:
         dp.plot_pareto_k(d.khat, d.test_index, out_dir / FIGURES["pareto_k"])
         out["pareto_k"] = FIGURES["pareto_k"]
-    if not isinstance(vae, VAE):  # the code-space pictures need the VAE's one flat code and its decoder
+    if not isinstance(vae, VAE) or vae.condition_dim:  # the code-space pictures need an unconditional VAE
         return out
     with torch.no_grad():
         means = posterior_means(vae, x_test)
@@ -321,7 +328,7 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     from .. import _arviz
     from ..report import write_report
     from ..families import binarizes
-    from ..run import load_run, split_tensor
+    from ..run import conditions, load_run, split_tensor
     from .posterior import posterior_data
 
     say = log or (lambda _msg: None)
@@ -339,11 +346,14 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     x_train = ds.train_x[:128] if not binarizes(run.spec) else binarize_fixed(ds.train_x[:128], seed=seed)
     device = module_device(vae)  # the model's device (moved there by the caller): the data follow it
     x_test, x_train = x_test.to(device), torch.as_tensor(x_train, device=device)
+    c_train, c_test = conditions(run.config, ds)  # the labels or side vectors of a conditional model
+    side = lambda c: None if c is None else torch.as_tensor(np.asarray(c), device=device)  # noqa: E731
     train = run.config.get("train", {})
     d = diagnose(vae, x_test, x_train=x_train, elbo=train.get("elbo", "trace"),
                  num_particles=int(train.get("num_particles", 1)), k_max=k_max, points=points,
                  gap_points=gap_points, gap_steps=gap_steps, grad_repeats=grad_repeats, seed=seed,
-                 progress=progress, log=say)
+                 progress=progress, log=say, y_test=side(c_test),
+                 y_train=None if c_train is None else side(c_train[:128]))
     d.settings["data"] = data or run.config["data"]["spec"]
     _guarded(d, "data_shift", lambda: setattr(d, "data_shift", data_shift(run, ds, d)))
     summary = d.to_dict()
@@ -365,7 +375,8 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
                                    None if y_test is None else y_test[d.test_index[:posterior_points]],
                                    num_draws=posterior_draws, per_datum=per_datum, seed=seed,
                                    attrs={"pyro_gen_run": str(run.path), "guide": run.spec.guide,
-                                          "note": "z drawn from the guide q(z|x) of each test image"})
+                                          "note": "z drawn from the guide q(z|x) of each test image"},
+                                   args=() if c_test is None else (side(c_test)[sel],))
         _arviz.to_netcdf(idata, out_dir / "posterior.nc")
 
     def figures():

@@ -29,7 +29,7 @@ __all__ = ["posterior_data"]
 @torch.no_grad()
 def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optional[np.ndarray] = None,
                    num_draws: int = 100, per_datum: Optional[Dict[str, np.ndarray]] = None,
-                   attrs: Optional[dict] = None, seed: int = 0):
+                   attrs: Optional[dict] = None, seed: int = 0, args: tuple = ()):
     """ArviZ data holding ``num_draws`` posterior draws of z for each datum of ``x``.
 
     :param vae: a :class:`~pyro_gen.vae.VAE`.
@@ -40,13 +40,15 @@ def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optiona
     :param per_datum: more per-datum arrays ``(N,)`` for ``constant_data``.
     :param attrs: attributes (strings and numbers) of every group.
     :param seed: seed of the draws (the global random state is left as it was).
+    :param args: further arguments of the pair (the side vectors of a conditional model); then the
+        draws are read through traces, one variable per latent site.
     :returns: an ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz 1.x), see :mod:`pyro_gen._arviz`.
     """
     from .. import _arviz  # imported here: ArviZ takes seconds to import
     from ..vae import VAE
 
-    if not isinstance(vae, VAE):
-        return _pair_posterior_data(vae, x, test_index, labels, num_draws, per_datum, attrs, seed)
+    if not isinstance(vae, VAE) or args:
+        return _pair_posterior_data(vae, x, test_index, labels, num_draws, per_datum, attrs, seed, args)
     point_mass = is_point_mass(vae)
     draws = 1 if point_mass else num_draws
     prior = vae.prior()
@@ -87,18 +89,18 @@ def _constant_data(test_index, labels, per_datum) -> dict:
 
 
 @torch.no_grad()
-def _pair_posterior_data(pair, x, test_index, labels, num_draws, per_datum, attrs, seed):
+def _pair_posterior_data(pair, x, test_index, labels, num_draws, per_datum, attrs, seed, args=()):
     """:func:`posterior_data` of any pair, from traces: one posterior variable per latent site
     (``(chain, draw, datum, SITE_dim)``, event dimensions flattened), one log-likelihood variable
     per observed site, and the summed log prior, log q and log weight per draw."""
     from .. import _arviz
     from ..traces import inspect_pair, site_log_probs
 
-    sites = inspect_pair(pair, x[:2])
+    sites = inspect_pair(pair, x[:2], *(a[:2] for a in args))
     draws = 1 if sites.point_mass else num_draws
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, guide, values = site_log_probs(pair, x, draws, sites=sites, values=True)
+        model, guide, values = site_log_probs(pair, x, draws, *args, sites=sites, values=True)
     arr = lambda t: t.double().cpu().numpy()[None]  # noqa: E731 -- (1, S, N, ...)
     posterior = {name: arr(values[name]) for name in sites.latent if values.get(name) is not None}
     log_prior = sum(model[name] for name in sites.latent)
