@@ -51,7 +51,7 @@ def handwritten_loss(vae, x, analytic_kl: bool):
 
 def make_step(kind: str, elbo_name: str, spec: ModelSpec, batch: int, fit_optimizer: bool = False):
     torch.manual_seed(0)
-    vae = spec.build(num_data=batch)
+    vae = spec.build()
     if kind == "pyro_gen" and fit_optimizer:
         opt = make_optimizer(vae.parameters(), TrainSettings(lr=1e-3))
     else:

@@ -46,13 +46,12 @@ def stepper(prior: str, objective: str, x: torch.Tensor, seed: int = 0):
     """A function running one training step (loss, backward, optimizer) of a fresh model."""
     torch.manual_seed(seed)
     vae = ModelSpec((1, 28, 28), prior=prior).build()
-    vae.num_data = 9000
     elbo = make_objective(objective, "meanfield")
     opt = make_optimizer(vae.parameters(), TrainSettings())
 
     def step():
         opt.zero_grad()
-        training_loss(elbo, vae, x).backward()
+        training_loss(elbo, vae, x, num_data=9000).backward()
         opt.step()
     return step
 

@@ -87,3 +87,21 @@ def test_sample_reconstruct_encode_shapes_and_ranges():
     a = vae.sample(7, generator=torch.Generator().manual_seed(1))
     b = vae.sample(7, generator=torch.Generator().manual_seed(1))
     assert a.shape == (7,) + IMAGE and torch.equal(a, b)
+
+
+def test_the_engines_combined_scale_equals_the_two_handlers():
+    """scale_sites(N/B, beta) -- the one handler the engine applies -- gives the loss of
+    scale_latents(beta) around scale_data(N/B), to float precision, on a stochastic guide."""
+    import pyro
+    from pyro_gen.handlers import scale_data, scale_latents, scale_sites
+    vae = ModelSpec(IMAGE, latent_dim=3, hidden=(16,)).build()
+    x = torch.bernoulli(torch.rand(6, *IMAGE))
+    elbo = make_elbo("trace")
+    pyro.set_rng_seed(3)
+    one = elbo.loss(scale_sites(3.0, 0.5)(vae.model), scale_sites(3.0, 0.5)(vae.guide), x)
+    pyro.set_rng_seed(3)
+    two = elbo.loss(scale_latents(0.5)(scale_data(3.0)(vae.model)), scale_latents(0.5)(scale_data(3.0)(vae.guide)), x)
+    assert one == pytest.approx(two, rel=1e-6)
+    pyro.set_rng_seed(3)
+    plain = elbo.loss(vae.model, vae.guide, x)
+    assert abs(one - plain) > 1.0  # the scales do something
