@@ -104,7 +104,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
                    "units (Burda et al. 2015's shape; bottom-up inference)", _build_hvae, guide=None, generic=True,
            train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
-    Family("module", "your own model/guide pair: module:pkg.mod:Factory (docs/own_model.rst)", _build_module,
+    Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)", _build_module,
            guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
 ]}
 

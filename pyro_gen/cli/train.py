@@ -108,8 +108,11 @@ TRAIN_FLAGS = [
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``pyro-gen train`` and its flags to the subcommands ``sub``."""
     train = sub.add_parser("train", help="train a model and save a run directory",
-                           description="Train a VAE (or autoencoder) by SVI on the ELBO. With no flags: a VAE "
-                                       "on the bundled MNIST-10k data with good defaults.")
+                           description="Train a model by SVI on the ELBO: a VAE and its variants, a hierarchical "
+                                       "VAE, your own Pyro model/guide pair (--model module:pkg.mod:Factory), or the "
+                                       "GAN baseline. With no flags: a VAE on the bundled MNIST-10k data with good "
+                                       "defaults. With --resume the same command line continues the run in --out (or "
+                                       "starts it).")
     train.add_argument("--out", type=Path, help="run directory (default runs/MODEL-TIMESTAMP)")
     train.add_argument("--data", help="mnist-10k (bundled, default), mnist, fashion-mnist, or a .npz/.npy file")
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
