@@ -24,7 +24,7 @@ from ._progress import progress_bar
 from .devices import module_device
 from .errors import InputError
 
-__all__ = ["log_weights", "has_density", "importance_log_likelihood", "elbo_per_datum"]
+__all__ = ["log_weights", "pair_sites", "has_density", "importance_log_likelihood", "elbo_per_datum"]
 
 #: Upper bound on ``particles x batch`` decoded at once. Memory is ~ this x pixels x 4 bytes x a few;
 #: 5000 keeps the working set near the CPU caches (measured faster here than 20000 or 500).
@@ -32,7 +32,8 @@ MAX_DECODED = 5000
 
 
 @torch.no_grad()
-def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor] = None,
+                sites=None) -> torch.Tensor:
     """Log importance weights :math:`\\log w_k` for each datum, of any model/guide pair.
 
     A pair's own ``log_weights(x, num_samples, y)`` method is its fast path (the built-in
@@ -45,13 +46,26 @@ def log_weights(vae, x: torch.Tensor, num_samples: int, y: Optional[torch.Tensor
     :param num_samples: K, draws from the guide per datum.
     :param y: labels or side vectors ``(B, ...)`` of a conditional model (its weights are those of
         :math:`p(x \\mid y)`).
+    :param sites: :func:`pair_sites` of the pair, when a caller scores many chunks (the generic
+        path then inspects the pair once, not once per chunk).
     :returns: a tensor ``(K, B)``.
     """
     own = getattr(vae, "log_weights", None)
     if own is not None:
         return own(x, num_samples, y)
     from .traces import trace_log_weights
-    return trace_log_weights(vae, x, num_samples, *(() if y is None else (y,)))
+    return trace_log_weights(vae, x, num_samples, *(() if y is None else (y,)), sites=sites)
+
+
+def pair_sites(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+    """What :func:`log_weights` needs to know of a pair once: its sites
+    (:func:`pyro_gen.traces.inspect_pair` on two data of ``x``), or ``None`` for a pair with a
+    ``log_weights`` method of its own."""
+    if getattr(vae, "log_weights", None) is not None:
+        return None
+    from .traces import inspect_pair
+    device = module_device(vae)
+    return inspect_pair(vae, x[:2].to(device), *(() if y is None else (y[:2].to(device),)))
 
 
 def has_density(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> bool:
@@ -68,6 +82,7 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
         batch_size = max(1, min(len(x), MAX_DECODED // min(k, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch_size)
     device = module_device(vae)  # each chunk of data goes to the pair's device, its weights come back
+    sites = pair_sites(vae, x, y)
     bar = progress_bar(total=len(x) * k, enabled=progress, desc=desc, unit="sample", unit_scale=True, leave=False)
     try:
         for start in range(0, len(x), batch_size):
@@ -76,7 +91,7 @@ def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: 
             parts = []
             for done in range(0, k, chunk):
                 kk = min(chunk, k - done)
-                parts.append(log_weights(vae, xb, kk, yb).cpu())
+                parts.append(log_weights(vae, xb, kk, yb, sites=sites).cpu())
                 bar.update(kk * len(xb))
             yield parts
     finally:

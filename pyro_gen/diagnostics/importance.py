@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from .._progress import progress_bar
 
-from ..evaluate import MAX_DECODED, log_weights
+from ..evaluate import MAX_DECODED, log_weights, pair_sites
 from ..errors import InputError
 
 __all__ = ["log_weight_matrix", "IWAECurve", "iwae_curve", "default_ks", "pareto_k", "KHAT_GOOD", "KHAT_BAD"]
@@ -55,6 +55,7 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
     """
     batch = max(1, min(len(x), MAX_DECODED // min(num_samples, MAX_DECODED)))
     chunk = max(1, MAX_DECODED // batch)
+    sites = pair_sites(vae, x, y)  # once, not once per chunk
     out = torch.empty(len(x), num_samples, device="cpu")  # the weights come back to host memory
     with progress_bar(total=len(x) * num_samples, enabled=progress, desc=f"log weights, K={num_samples}",
                       unit="sample", unit_scale=True, leave=False) as bar:
@@ -63,7 +64,7 @@ def log_weight_matrix(vae, x: torch.Tensor, num_samples: int, progress: bool = F
             yb = None if y is None else y[start:start + batch]
             for done in range(0, num_samples, chunk):
                 k = min(chunk, num_samples - done)
-                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k, yb).T.cpu()
+                out[start:start + len(xb), done:done + k] = log_weights(vae, xb, k, yb, sites=sites).T.cpu()
                 bar.update(k * len(xb))
     return out
 
