@@ -126,17 +126,16 @@ def _training(history: List[dict]) -> List[Verdict]:
                         "pyro-gen train --out RUN --resume --epochs 100.")]
     out = []
     overfit = None
+    gain, se, window, sd = _trend(values)
     if key == "val_elbo":
         smooth = np.convolve(values, np.ones(3) / 3, mode="valid")  # the mean of 3 epochs, against noise
         best = int(np.nanargmax(smooth))
         drop = float(smooth[best] - smooth[-1])
-        _, _, _, sd = _trend(values)
         train = np.array([np.nan if r.get("train_elbo") is None else r["train_elbo"] for r in history], dtype=float)
         gap_end = float(train[-1] - values[-1]) if np.isfinite(train[-1]) else float("nan")
         gap_best = float(train[best + 1] - values[best + 1]) if np.isfinite(train[best + 1]) else float("nan")
         t_drop, t_gap = THRESHOLDS["overfit_drop"], THRESHOLDS["generalization_gap"]
-        end_trend, _, _, _ = _trend(values)
-        falling = drop > max(t_drop, 3 * sd) and best + 3 < len(values) and end_trend <= 0
+        falling = drop > max(t_drop, 3 * sd) and best + 3 < len(values) and gain <= 0
         wide = np.isfinite(gap_end) and gap_end > t_gap
         overfit = falling or wide
         value = (f"train - held-out ELBO gap {gap_end:.2f} nats at the end ({gap_end - gap_best:+.2f} since the best "
@@ -151,7 +150,6 @@ def _training(history: List[dict]) -> List[Verdict]:
         out.append(Verdict("Overfitting", "warning" if overfit else "ok", value,
                            f"warning when the train - held-out gap exceeds {t_gap:g} nats, or the held-out ELBO "
                            f"falls more than {t_drop:g} nats (and 3 noise sd) below its best, still falling", advice))
-    gain, se, window, _ = _trend(values)
     t = THRESHOLDS["still_improving"]
     rising = gain > max(t, 2 * se)
     value = f"{name} ELBO trend {gain:+.2f} ± {se:.2f} nats over the last {window} epochs"
