@@ -34,55 +34,15 @@ def _is_sample(msg) -> bool:
     return msg["type"] == "sample" and not site_is_subsample(msg)
 
 
-class scale_data(Messenger):
-    """Multiply the scale of every sample site inside one of ``plates`` by ``scale``.
+class scale_sites(Messenger):
+    """The engine's scales in one handler (one entry on Pyro's stack): sample sites inside one of
+    ``plates`` get ``data_scale``, latent (not observed) sites ``beta``, latent sites inside the
+    data plates both.
 
-    :param scale: :math:`N/B`, the data-set size over the minibatch size.
+    :param data_scale: :math:`N/B`, the data-set size over the minibatch size.
+    :param beta: the weight of the latent sites, > 0.
     :param plates: the names of the plates over data (default ``("data",)``).
     """
-
-    def __init__(self, scale: float, plates: Sequence[str] = (DATA_PLATE,)):
-        super().__init__()
-        self.scale, self.plates = float(scale), tuple(plates)
-
-    def _process_message(self, msg):
-        if self.scale != 1.0 and _is_sample(msg) and any(f.name in self.plates for f in msg["cond_indep_stack"]):
-            msg["scale"] = self.scale * msg["scale"]
-
-
-class scale_latents(Messenger):
-    """Multiply the scale of every latent (not observed) sample site by ``beta``; applied to model
-    and guide alike it multiplies the KL term of the ELBO and nothing else.
-
-    :param beta: the weight, > 0.
-    """
-
-    def __init__(self, beta: float):
-        super().__init__()
-        self.beta = float(beta)
-
-    def _process_message(self, msg):
-        if self.beta != 1.0 and _is_sample(msg) and not msg["is_observed"]:
-            msg["scale"] = self.beta * msg["scale"]
-
-
-class record_latents(Messenger):
-    """Remember ``(distribution, value)`` of each latent sample site seen (the last call wins), in
-    :attr:`sites`; the engine wraps the guide and the model in one each to compute free bits."""
-
-    def __init__(self):
-        super().__init__()
-        self.sites: Dict[str, Tuple[object, object]] = {}
-
-    def _postprocess_message(self, msg):
-        if _is_sample(msg) and not msg["is_observed"]:
-            self.sites[msg["name"]] = (msg["fn"], msg["value"])
-
-
-class scale_sites(Messenger):
-    """:class:`scale_data` and :class:`scale_latents` in one handler (one entry on Pyro's stack per
-    step instead of two): sites inside the data plates get ``data_scale``, latent sites ``beta``,
-    latent sites inside the data plates both."""
 
     def __init__(self, data_scale: float, beta: float, plates: Sequence[str] = (DATA_PLATE,)):
         super().__init__()
@@ -96,6 +56,30 @@ class scale_sites(Messenger):
             factor *= self.data_scale
         if factor != 1.0:
             msg["scale"] = factor * msg["scale"]
+
+
+def scale_data(scale: float, plates: Sequence[str] = (DATA_PLATE,)) -> scale_sites:
+    """Multiply the scale of every sample site inside one of ``plates`` by ``scale`` (:math:`N/B`)."""
+    return scale_sites(scale, 1.0, plates)
+
+
+def scale_latents(beta: float) -> scale_sites:
+    """Multiply the scale of every latent (not observed) sample site by ``beta``; applied to model
+    and guide alike it multiplies the KL term of the ELBO and nothing else."""
+    return scale_sites(1.0, beta)
+
+
+class record_latents(Messenger):
+    """Remember ``(distribution, value)`` of each latent sample site seen (the last call wins), in
+    :attr:`sites`; the engine wraps the guide and the model in one each to compute free bits."""
+
+    def __init__(self):
+        super().__init__()
+        self.sites: Dict[str, Tuple[object, object]] = {}
+
+    def _postprocess_message(self, msg):
+        if _is_sample(msg) and not msg["is_observed"]:
+            self.sites[msg["name"]] = (msg["fn"], msg["value"])
 
 
 def scaled(fn, data_scale: float = 1.0, beta: float = 1.0, plates: Sequence[str] = (DATA_PLATE,),
