@@ -32,21 +32,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .checkpoint import CONFIG, METRICS, RunError, atomic_write, attempt, read_json, read_jsonl, write_json
 from .data import load_data
-from .gan import GANRun, GANSettings, build_gan, fit_gan, gan_spec, load_gan_run
+from .families import FAMILIES, binarizes
+from .gan import GANSettings, build_gan, fit_gan, gan_spec
 from .metrics import ClassifierInfo, domain_classifier, embed, sample_quality_from_embeddings
-from .run import Run, load_run, make_config, on_side_vectors, split_tensor
+from .run import load_run, make_config, on_side_vectors, split_tensor
 from .train import TrainSettings, fit
-from .vae import VAE, ModelSpec
+from .vae import ModelSpec
 from .errors import InputError
 
-__all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare", "load_any_run",
+__all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare",
            "MODEL_TRAINERS", "write_tables", "markdown_table"]
 
 
@@ -73,63 +74,57 @@ class WallClockBudget:
             raise StopTraining
 
 
-def load_any_run(run_dir) -> Union[Run, GANRun]:
-    """A VAE-family run (:func:`pyro_gen.run.load_run`) or a GAN run (:func:`pyro_gen.gan.load_gan_run`),
-    whichever ``run_dir/config.json`` describes."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such run directory")
-    config = read_json(path / CONFIG)
-    return load_gan_run(path) if isinstance(config, dict) and config.get("model_kind") == "gan" else load_run(path)
-
-
 @dataclass
 class _Trained:
     name: str
     kind: str
     model: torch.nn.Module
+    spec: ModelSpec
     run_dir: Path
     train_seconds: Optional[float]
     epochs: int
 
 
-def _finish(run_dir: Path, seconds: float, budget: float, name: str, model, kind: str) -> _Trained:
+def _finish(run_dir: Path, seconds: float, budget: float, name: str, model, kind: str, spec: ModelSpec) -> _Trained:
     epochs = len(read_jsonl(run_dir / METRICS))
     write_json(run_dir / "summary.json", {"train_seconds": seconds, "epochs": epochs, "budget_seconds": budget})
     model.eval()
-    return _Trained(name=name, kind=kind, model=model, run_dir=run_dir, train_seconds=seconds, epochs=epochs)
+    return _Trained(name=name, kind=kind, model=model, spec=spec, run_dir=run_dir, train_seconds=seconds,
+                    epochs=epochs)
 
 
 def _train_vae(name: str, ds, data_spec: str, data_root, run_dir: Path, budget: float, max_epochs: int, seed: int,
-               spec_kw: dict, progress: bool, *, guide: str) -> _Trained:
+               spec_kw: dict, progress: bool, device=None, *, guide: str) -> _Trained:
     spec = ModelSpec(image_shape=ds.image_shape, **{**spec_kw, "guide": guide})
     settings = TrainSettings(epochs=max_epochs, lr_schedule="constant", seed=seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, make_config(spec, settings, data_spec, data_root, model_kind=name))
+    write_json(run_dir / CONFIG, {**make_config(spec, settings, data_spec, data_root, model_kind=name),
+                                  "device": str(device or "cpu")})
     torch.manual_seed(seed)
-    vae = spec.build()
+    vae = spec.build().to(device or "cpu")
     t0 = time.perf_counter()
     try:
         fit(vae, ds.train_x, settings, run_dir=run_dir, progress=progress, on_epoch=WallClockBudget(budget))
     except StopTraining:
         pass
-    return _finish(run_dir, time.perf_counter() - t0, budget, name, vae, name)
+    return _finish(run_dir, time.perf_counter() - t0, budget, name, vae, name, spec)
 
 
 def _train_gan(name: str, ds, data_spec: str, data_root, run_dir: Path, budget: float, max_epochs: int, seed: int,
-               spec_kw: dict, progress: bool, *, loss: str) -> _Trained:
+               spec_kw: dict, progress: bool, device=None, *, loss: str) -> _Trained:
     spec = gan_spec(ds.image_shape, **spec_kw)
     settings = GANSettings(epochs=max_epochs, loss=loss, seed=seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, make_config(spec, settings, data_spec, data_root, model_kind="gan"))
+    write_json(run_dir / CONFIG, {**make_config(spec, settings, data_spec, data_root, model_kind="gan"),
+                                  "device": str(device or "cpu")})
     torch.manual_seed(seed)
-    gan = build_gan(spec, settings)
+    gan = build_gan(spec, settings).to(device or "cpu")
     t0 = time.perf_counter()
     try:
         fit_gan(gan, ds.train_x, settings, run_dir=run_dir, progress=progress, on_epoch=WallClockBudget(budget))
     except StopTraining:
         pass
-    return _finish(run_dir, time.perf_counter() - t0, budget, name, gan, "gan")
+    return _finish(run_dir, time.perf_counter() - t0, budget, name, gan, "gan", spec)
 
 
 #: ``--models`` names -> trainer. ``gan`` is the non-saturating GAN.
@@ -141,12 +136,13 @@ MODEL_TRAINERS: Dict[str, Callable[..., _Trained]] = {
 }
 
 
-def _loaded(run_dir, names: set) -> _Trained:
-    run = load_any_run(run_dir)
+def _loaded(run_dir, names: set, device=None) -> _Trained:
+    run = load_run(run_dir)
+    run.model.to(device or "cpu")
     if on_side_vectors(run.config):
         raise RunError(f"{run.path}: a cvae conditioned on side vectors has no unconditional samples to compare "
                        "(compare draws its samples without side information)")
-    model = run.gan if isinstance(run, GANRun) else run.vae
+    model = run.model
     name, i = run.path.name or str(run.path), 2
     while name in names:
         name, i = f"{run.path.name}-{i}", i + 1
@@ -154,7 +150,7 @@ def _loaded(run_dir, names: set) -> _Trained:
     seconds = read_json(summary).get("train_seconds") if summary.is_file() else None
     if seconds is None and run.history and all("seconds" in r for r in run.history):
         seconds = float(sum(r["seconds"] for r in run.history))
-    return _Trained(name=name, kind=run.config.get("model_kind", "vae"), model=model, run_dir=run.path,
+    return _Trained(name=name, kind=run.config.get("model_kind", "vae"), model=model, spec=run.spec, run_dir=run.path,
                     train_seconds=seconds, epochs=len(run.history))
 
 
@@ -224,13 +220,15 @@ class Comparison:
         return d
 
 
-def _likelihoods(model, ds, k: int, draws: int, seed: int, progress: bool):
-    """``(test ELBO, test NLL)`` of an unconditional VAE with a guide density; ``None`` where undefined."""
-    from .evaluate import elbo_per_datum, importance_log_likelihood
-    if not isinstance(model, VAE) or getattr(model, "condition_dim", 0) or hasattr(model, "classify"):
+def _likelihoods(t: _Trained, ds, k: int, draws: int, seed: int, progress: bool):
+    """``(test ELBO, test NLL)`` of an unconditional model/guide pair with a guide density (any
+    family with a density and no side inputs, a user's pair included); ``None`` where undefined."""
+    from .evaluate import elbo_per_datum, has_density, importance_log_likelihood
+    family, model = FAMILIES.get(t.kind), t.model
+    if family is None or not family.density or family.inputs:
         return None, None
-    x_test, _ = split_tensor(ds, model.likelihood.binarize)
-    if model.guide_net.deterministic:
+    x_test, _ = split_tensor(ds, binarizes(t.spec))
+    if not has_density(model, x_test[:2]):
         return None, None  # the MAP objective of a point-mass guide is not a bound on log p(x)
     torch.manual_seed(seed)
     elbo = float(elbo_per_datum(model, x_test, num_draws=draws).mean())
@@ -242,7 +240,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
             data_root=None, budget_seconds: float = 120.0, out_dir=None, spec_kw: Optional[dict] = None,
             k: int = 1000, draws: int = 10, n_samples: Optional[int] = None, nn_k: int = 5, max_epochs: int = 100000,
             seed: int = 0, classifier_cache=None, classifier_epochs: int = 5, progress: bool = True,
-            log: Optional[Callable[[str], None]] = None) -> Comparison:
+            log: Optional[Callable[[str], None]] = None, device=None) -> Comparison:
     """Train (or load) each model on the same data and score them the same way.
 
     :param models: names from :data:`MODEL_TRAINERS` to train, each for ``budget_seconds``.
@@ -266,6 +264,8 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     :param classifier_epochs: training epochs of the domain classifier.
     :param progress: show progress bars.
     :param log: called with one-line stage messages.
+    :param device: where the models train, sample and are evaluated, and the domain classifier
+        runs (default the CPU); the metrics' distances are computed on the CPU in float64.
     :returns: a :class:`Comparison`; with ``out_dir``, also ``comparison.md``, ``comparison.csv``,
         ``comparison.json`` and ``samples.png`` there.
     """
@@ -291,7 +291,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     loaded: List[_Trained] = []
     names: set = set(models)
     for r in runs:
-        loaded.append(_loaded(r, names))
+        loaded.append(_loaded(r, names, device))
         names.add(loaded[-1].name)
     if data is None and runs:
         first = read_json(Path(runs[0]) / CONFIG)["data"]
@@ -306,7 +306,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
         out.mkdir(parents=True, exist_ok=True)
 
     log(f"domain classifier for {data}")
-    clf, info = domain_classifier(ds, classifier_cache, epochs=classifier_epochs, progress=progress)
+    clf, info = domain_classifier(ds, classifier_cache, epochs=classifier_epochs, progress=progress, device=device)
     log(f"domain classifier: test accuracy {info.test_accuracy:.2%}")
     n = int(n_samples or len(ds.test_x))
     reference = embed(clf, ds.test_x)
@@ -317,7 +317,7 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     for name in models:
         log(f"training {name} for {budget_seconds:g} s")
         trained.append(MODEL_TRAINERS[name](name, ds, data, data_root, out / "runs" / name, budget_seconds,
-                                            max_epochs, seed, spec_kw, progress))
+                                            max_epochs, seed, spec_kw, progress, device))
         log(f"{name}: {trained[-1].epochs} epochs in {trained[-1].train_seconds:.1f} s")
 
     rows: List[ComparisonRow] = []
@@ -329,9 +329,9 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     panels["data (train split)"] = real[:100]
     for t in trained + loaded:
         log(f"scoring {t.name}")
-        images = t.model.sample(n, generator=torch.Generator().manual_seed(seed + 1)).numpy()
+        images = t.model.sample(n, generator=torch.Generator().manual_seed(seed + 1)).cpu().numpy()
         q = sample_quality_from_embeddings(embed(clf, images), reference, clf.num_classes, k=nn_k)
-        elbo, nll = _likelihoods(t.model, ds, k, draws, seed, progress)
+        elbo, nll = _likelihoods(t, ds, k, draws, seed, progress)
         rows.append(ComparisonRow(model=t.name, kind=t.kind, run_dir=str(t.run_dir), epochs=t.epochs,
                                   train_seconds=t.train_seconds, test_elbo=elbo, test_nll=nll, **_quality(q)))
         panels[t.name] = images[:100]

@@ -22,8 +22,10 @@ from torch import nn
 
 from ._spec import import_target
 from .errors import InputError
+from .gan import GANSettings
 from .likelihoods import make_likelihood
 from .traces import is_pair
+from .train import TrainSettings
 from .vae import ModelSpec
 
 __all__ = ["Family", "FAMILIES", "family_of", "parse_model", "build_model", "binarizes", "MODULE_PREFIX"]
@@ -46,6 +48,12 @@ class Family:
         defaults (e.g. the ``trace`` ELBO for a hierarchy, whose guide is not mean-field).
     :param refuses: model settings (``ModelSpec`` fields) the family does not take, because its
         model defines them itself; the command line refuses their flags in one line.
+    :param settings: how it trains: :class:`~pyro_gen.train.TrainSettings` (SVI on its model/guide
+        pair) or :class:`~pyro_gen.gan.GANSettings` (the adversarial step); both run in the
+        engine's one epoch loop (:func:`pyro_gen.train.train_epochs`).
+    :param density: it has a likelihood and a guide, so that ``evaluate`` (test ELBO, NLL) and
+        ``diagnose`` apply; ``False`` for the GAN, which is compared on its samples only.
+    :param older: settings that runs written by older versions lack, with the value they had then.
     """
 
     name: str
@@ -56,6 +64,13 @@ class Family:
     generic: bool = False
     train_defaults: Dict[str, object] = field(default_factory=dict)
     refuses: Tuple[str, ...] = ()
+    settings: type = TrainSettings
+    density: bool = True
+    older: Dict[str, object] = field(default_factory=dict)
+
+    def load_settings(self, train: dict):
+        """The training settings stored in a run's ``config["train"]``."""
+        return self.settings(**{**self.older, **train})
 
 
 def _build_vae(spec: ModelSpec, config: dict) -> nn.Module:
@@ -73,6 +88,11 @@ def _build_hvae(spec: ModelSpec, config: dict) -> nn.Module:
     from .hvae import HVAE
     return HVAE(spec.image_shape, latent_dims=(2 * spec.latent_dim, spec.latent_dim), hidden=spec.hidden,
                 likelihood=spec.likelihood)
+
+
+def _build_gan(spec: ModelSpec, config: dict) -> nn.Module:
+    from .gan import build_gan
+    return build_gan(spec, family_of(config).load_settings(config["train"]))
 
 
 def _build_module(spec: ModelSpec, config: dict) -> nn.Module:
@@ -104,6 +124,9 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
                    "units (Burda et al. 2015's shape; bottom-up inference)", _build_hvae, guide=None, generic=True,
            train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
+    # runs written before the moving average and spectral normalization existed had neither
+    Family("gan", "the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)", _build_gan,
+           guide=None, settings=GANSettings, density=False, older={"ema": 0.0, "spectral_norm": False}),
     Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)", _build_module,
            guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
 ]}
@@ -121,7 +144,7 @@ def parse_model(text: str) -> Tuple[str, Optional[str]]:
         return "module", target
     if text not in FAMILIES or text == "module":
         raise InputError(f"unknown model {text!r}: expected one of {', '.join(n for n in FAMILIES if n != 'module')}, "
-                         f"gan, or module:pkg.mod:Factory")
+                         f"or module:pkg.mod:Factory")
     return text, None
 
 

@@ -43,33 +43,28 @@ convolutional discriminator for an MLP generator); the generator stays the spec'
 The GAN is trained on the grey-level images in ``[0, 1]`` (not binarized): a discriminator would
 otherwise tell binary data from the generator's grey-level means at once. A run directory has the
 same layout as a VAE's (``config.json`` with ``model_kind: "gan"``, ``checkpoint.pt`` written
-atomically each epoch, ``metrics.jsonl``), and :func:`load_gan_run` rebuilds it.
+atomically each epoch, ``metrics.jsonl``), and :func:`pyro_gen.run.load_run` rebuilds it, as any run.
 """
 from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from ._progress import progress_bar
 
-from .checkpoint import (CHECKPOINT, CONFIG, METRICS, RunError, load_checkpoint, read_jsonl, resume_history,
-                         save_checkpoint, write_jsonl)
-from .data import Dataset
+from .checkpoint import (CHECKPOINT, CONFIG, RunError)
 from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
-from .train import FitResult, TrainingError, adam
+from .train import FitResult, adam, train_epochs
 from .vae import ModelSpec
 from .errors import InputError
 
-__all__ = ["GAN", "Discriminator", "GANSettings", "GANRun", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
+__all__ = ["GAN", "Discriminator", "GANSettings", "AdversarialStep", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
            "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec", "ema_decay",
            "add_spectral_norm"]
 
@@ -155,8 +150,8 @@ class GAN(nn.Module):
         (the signature of :meth:`pyro_gen.vae.VAE.sample`; ``y`` must be ``None``: the GAN is unconditional)."""
         if y is not None:
             raise InputError("this GAN is unconditional: it cannot draw images of a given label")
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.decode(z)
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")  # on the CPU: the same draws on any device
+        return self.decode(z.to(next(self.decoder.parameters()).device))
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
@@ -216,7 +211,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     :param generator: random generator for ``eps``.
     """
     if eps is None:
-        eps = torch.rand(real.shape[0], generator=generator, dtype=real.dtype)
+        eps = torch.rand(real.shape[0], generator=generator, dtype=real.dtype, device="cpu").to(real.device)
     eps = eps.reshape((-1,) + (1,) * (real.dim() - 1))
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
@@ -337,14 +332,118 @@ class _Frozen:
             p.requires_grad_(True)
 
 
+class AdversarialStep:
+    """The GAN's step in the engine's epoch loop (:func:`pyro_gen.train.train_epochs`): a
+    discriminator (critic) step on each minibatch of real images against as many generated ones,
+    and a generator step after every ``n_critic`` of them, each with its own Adam; the moving
+    average of the generator follows each generator step. The draws of z and of the
+    gradient penalty's interpolation weights come from the step's own generator on the CPU (the
+    same numbers on any device). Each epoch's row has ``d_loss``, ``g_loss``, the mean
+    discriminator outputs ``d_real`` / ``d_fake`` and ``gradient_penalty`` for ``wgan-gp``.
+    """
+
+    label = "d_loss"
+    stop = False
+
+    def __init__(self, settings: GANSettings):
+        self.settings = settings
+        self.d_loss_fn, self.g_loss_fn, self.penalized = GAN_LOSSES[settings.loss]
+
+    def setup(self, gan: "GAN", x_all: torch.Tensor, y_all, steps_per_epoch: int, world: int) -> None:
+        s = self.settings
+        if world > 1:
+            raise InputError("the GAN baseline trains in one process: run it without torchrun")
+        if (s.ema > 0) != (gan.average is not None):
+            raise InputError(f"settings.ema={s.ema} needs a GAN {'with' if s.ema > 0 else 'without'} a weight "
+                             "average: build it with build_gan(spec, settings)")
+        self.gan, self.n, self.device = gan, len(x_all), next(gan.parameters()).device
+        self.opt_g = adam(gan.decoder.parameters(), s.lr, s.betas)
+        self.opt_d = adam(gan.discriminator.parameters(), s.d_lr, s.betas)
+        self.gen = torch.Generator().manual_seed(s.seed)  # z and the penalty's weights
+        self.d_steps = 0
+
+    def _z(self, b: int) -> torch.Tensor:
+        return torch.randn(b, self.gan.latent_dim, generator=self.gen, device="cpu").to(self.device)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.sums = dict(d_loss=0.0, g_loss=0.0, d_real=0.0, d_fake=0.0, gradient_penalty=0.0)
+        self.g_steps = 0
+
+    def __call__(self, real: torch.Tensor, y, epoch: int, step: int, first: bool) -> float:
+        gan, s, sums, b = self.gan, self.settings, self.sums, len(real)
+        with torch.no_grad():
+            fake = gan.generate(self._z(b))
+        d_real, d_fake = gan.discriminator(real), gan.discriminator(fake)
+        d_loss = self.d_loss_fn(d_real, d_fake)
+        if self.penalized:
+            gp = gradient_penalty(gan.discriminator, real, fake, generator=self.gen)
+            d_loss = d_loss + s.gp_weight * gp
+            sums["gradient_penalty"] += gp.item() * b
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        self.d_steps += 1
+        value = self.last_d = d_loss.item()
+        sums["d_loss"] += value * b
+        sums["d_real"] += float(d_real.detach().mean()) * b
+        sums["d_fake"] += float(d_fake.detach().mean()) * b
+        if self.d_steps % s.n_critic == 0:
+            with _Frozen(gan.discriminator):
+                g_loss = self.g_loss_fn(gan.discriminator(gan.generate(self._z(s.batch_size))))
+                self.opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+            self.opt_g.step()
+            gan.update_average(ema_decay(s.ema, self.d_steps // s.n_critic))
+            g_value = g_loss.item()
+            sums["g_loss"] += g_value
+            self.g_steps += 1
+            value += g_value  # the guard watches both losses
+        return value
+
+    def shown(self, value: float) -> dict:
+        return {"d_loss": f"{self.last_d:.3f}"}
+
+    def advice(self, run_dir) -> str:
+        return "resume with --resume and a lower --lr / --d-lr"
+
+    def end_epoch(self, epoch: int, say: bool) -> dict:
+        sums, n = self.sums, self.n
+        row = {"d_loss": sums["d_loss"] / n, "g_loss": sums["g_loss"] / self.g_steps if self.g_steps else None,
+               "d_real": sums["d_real"] / n, "d_fake": sums["d_fake"] / n}
+        if self.penalized:
+            row["gradient_penalty"] = sums["gradient_penalty"] / n
+        return row
+
+    def state_dict(self) -> dict:
+        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "z_rng": self.gen.get_state(),
+                "d_steps": self.d_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise RunError(f"{CHECKPOINT}: not a checkpoint of this GAN ({str(e).splitlines()[0]})") from None
+        for opt, lr in ((self.opt_g, self.settings.lr), (self.opt_d, self.settings.d_lr)):  # --lr / --d-lr may change
+            for group in opt.param_groups:
+                group["lr"] = lr
+        self.gen.set_state(state.get("z_rng", state["data_rng"]))  # runs written before z had its own generator
+        self.d_steps = state["d_steps"]
+
+    def finish(self) -> None:
+        pass
+
+
 def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings(), *, run_dir=None,
             resume: bool = False, progress: bool = True,
             on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
-    """Train ``gan`` on ``train_x`` by alternating Adam steps on the discriminator and generator losses.
+    """Train ``gan`` on ``train_x`` in the engine's epoch loop (:func:`pyro_gen.train.train_epochs`)
+    with the :class:`AdversarialStep`: alternating Adam steps on the discriminator and generator losses.
 
     Each epoch appends a row to ``metrics.jsonl`` (``d_loss``, ``g_loss``, the mean discriminator
     outputs ``d_real`` / ``d_fake``, ``gradient_penalty`` for ``wgan-gp``, ``seconds``) and writes
-    ``checkpoint.pt`` atomically, so a killed run resumes from its last complete epoch.
+    ``checkpoint.pt`` atomically, so a killed run resumes from its last complete epoch, bit-exactly.
+    The GAN trains where its parameters are (``gan.to(device)``).
 
     :param gan: a :class:`GAN` built with the same settings (``build_gan(spec, settings)``).
     :param train_x: training images ``(N, C, H, W)`` in the generator's output range (grey levels).
@@ -356,125 +455,12 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
         exception raised there stops training with that epoch saved).
     :returns: a :class:`~pyro_gen.train.FitResult`.
     """
-    d_loss_fn, g_loss_fn, penalized = GAN_LOSSES[settings.loss]
-    if (settings.ema > 0) != (gan.average is not None):
-        raise InputError(f"settings.ema={settings.ema} needs a GAN {'with' if settings.ema > 0 else 'without'} a weight "
-                         "average: build it with build_gan(spec, settings)")
-    torch.manual_seed(settings.seed)
-    x_all = torch.as_tensor(train_x, dtype=torch.float32)
-    n = len(x_all)
-    steps_per_epoch = math.ceil(n / settings.batch_size)
-    opt_g = adam(gan.decoder.parameters(), settings.lr, settings.betas)
-    opt_d = adam(gan.discriminator.parameters(), settings.d_lr, settings.betas)
-    gen = torch.Generator().manual_seed(settings.seed)
-    run_dir = None if run_dir is None else Path(run_dir)
-    history: List[dict] = []
-    start_epoch, d_steps = 0, 0
-    if resume:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        try:
-            gan.load_state_dict(state["model"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise RunError(f"{run_dir / CHECKPOINT}: not a checkpoint of this GAN ({str(e).splitlines()[0]})") from None
-        for opt, lr in ((opt_g, settings.lr), (opt_d, settings.d_lr)):  # --lr / --d-lr may change on resume
-            for group in opt.param_groups:
-                group["lr"] = lr
-        gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, d_steps = state["epoch"], state["d_steps"]
-        history = resume_history(run_dir, start_epoch)
-    elif run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(run_dir / METRICS, [])
-
-    bar = progress_bar(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                       enabled=progress, unit="step", dynamic_ncols=True, leave=True)
-    gan.train()
-    try:
-        for epoch in range(start_epoch, settings.epochs):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen)
-            sums = dict(d_loss=0.0, g_loss=0.0, d_real=0.0, d_fake=0.0, gradient_penalty=0.0)
-            g_steps = 0
-            for step in range(steps_per_epoch):
-                real = x_all[perm[step * settings.batch_size:(step + 1) * settings.batch_size]]
-                b = len(real)
-                with torch.no_grad():
-                    fake = gan.generate(torch.randn(b, gan.latent_dim, generator=gen))
-                d_real, d_fake = gan.discriminator(real), gan.discriminator(fake)
-                d_loss = d_loss_fn(d_real, d_fake)
-                if penalized:
-                    gp = gradient_penalty(gan.discriminator, real, fake, generator=gen)
-                    d_loss = d_loss + settings.gp_weight * gp
-                    sums["gradient_penalty"] += gp.item() * b
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                d_steps += 1
-                value = d_loss.item()
-                sums["d_loss"] += value * b
-                sums["d_real"] += float(d_real.detach().mean()) * b
-                sums["d_fake"] += float(d_fake.detach().mean()) * b
-                if d_steps % settings.n_critic == 0:
-                    with _Frozen(gan.discriminator):
-                        g_loss = g_loss_fn(gan.discriminator(gan.generate(
-                            torch.randn(settings.batch_size, gan.latent_dim, generator=gen))))
-                        opt_g.zero_grad(set_to_none=True)
-                        g_loss.backward()
-                    opt_g.step()
-                    gan.update_average(ema_decay(settings.ema, d_steps // settings.n_critic))
-                    g_value = g_loss.item()
-                    sums["g_loss"] += g_value
-                    g_steps += 1
-                    value += g_value
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"the GAN losses became non-finite at epoch {epoch + 1}, step {step + 1}; the last good "
-                        f"checkpoint (epoch {epoch}) is kept: resume with --resume, or lower --lr / --d-lr")
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, d_loss=f"{d_loss.item():.3f}", refresh=False)
-            row = {"epoch": epoch + 1, "d_loss": sums["d_loss"] / n,
-                   "g_loss": sums["g_loss"] / g_steps if g_steps else None,
-                   "d_real": sums["d_real"] / n, "d_fake": sums["d_fake"] / n,
-                   "seconds": time.perf_counter() - t0}
-            if penalized:
-                row["gradient_penalty"] = sums["gradient_penalty"] / n
-            history.append(row)
-            if run_dir is not None:
-                write_jsonl(run_dir / METRICS, history)
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "model": gan.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                    "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                    "d_steps": d_steps, "finished": epoch + 1 == settings.epochs})
-            if on_epoch is not None:
-                on_epoch(row)
-    finally:
-        bar.close()
-    gan.eval()
-    return FitResult(history=history, checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT)
+    return train_epochs(gan, AdversarialStep(settings), train_x, epochs=settings.epochs,
+                        batch_size=settings.batch_size, seed=settings.seed, run_dir=run_dir, resume=resume,
+                        progress=progress, on_epoch=on_epoch)
 
 
 # --- run directory ----------------------------------------------------------------------------
-
-@dataclass
-class GANRun:
-    """A loaded GAN run: its folder, configuration, model (in eval mode) and history."""
-
-    path: Path
-    config: dict
-    spec: ModelSpec
-    settings: GANSettings
-    gan: GAN
-    history: list
-
-    def load_data(self, spec: Optional[str] = None) -> Dataset:
-        """The run's data set (or ``spec`` instead), checked against the run's image shape."""
-        from .run import run_data
-        return run_data(self.config, self.spec, spec)
-
 
 def gan_spec(image_shape, **model_kw) -> ModelSpec:
     """A :class:`~pyro_gen.vae.ModelSpec` for a GAN: the VAE's fields, with ``guide="none"`` and
@@ -483,24 +469,15 @@ def gan_spec(image_shape, **model_kw) -> ModelSpec:
     return ModelSpec(image_shape=tuple(image_shape), guide="none", **model_kw)
 
 
-def load_gan_run(run_dir) -> GANRun:
-    """Rebuild a trained GAN from a run directory (``config.json`` with ``model_kind: "gan"``).
+def load_gan_run(run_dir):
+    """:func:`pyro_gen.run.load_run` of a GAN run: a :class:`~pyro_gen.run.Run` whose ``model``
+    (also ``run.gan``) is the trained :class:`GAN`.
 
-    :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
+    :raises RunError: if the folder is not a GAN run, or its config or checkpoint is missing,
+        corrupt or incompatible.
     """
-    from .run import load_state, read_config
+    from .run import load_run, read_config
     path, config = read_config(run_dir)
-    try:
-        if config.get("model_kind") != "gan":
-            raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
-        spec = ModelSpec.from_dict(config["model"])
-        # runs written before these settings existed had neither an average nor spectral norm
-        settings = GANSettings(**{"ema": 0.0, "spectral_norm": False, **config["train"]})
-        gan = build_gan(spec, settings)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        if isinstance(e, RunError):
-            raise
-        raise RunError(f"{path / CONFIG}: not a valid pyro_gen GAN run configuration ({e})") from None
-    load_state(gan, path)
-    gan.eval()
-    return GANRun(path=path, config=config, spec=spec, settings=settings, gan=gan, history=read_jsonl(path / METRICS))
+    if config.get("model_kind") != "gan":
+        raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
+    return load_run(path)

@@ -153,7 +153,8 @@ def _num_threads(n: Optional[int]):
 
 def train_classifier(train_x: np.ndarray, train_y: np.ndarray, num_classes: Optional[int] = None, *,
                      epochs: int = 5, batch_size: int = 128, lr: float = 1e-2, max_shift: int = 2,
-                     seed: int = 0, threads: Optional[int] = 1, progress: bool = False) -> DomainClassifier:
+                     seed: int = 0, threads: Optional[int] = 1, progress: bool = False,
+                     device=None) -> DomainClassifier:
     """Train a :class:`DomainClassifier` by Adam on the cross-entropy with a one-cycle learning-rate
     schedule (Smith & Topin 2019) and random translations of each minibatch by up to
     ``max_shift`` pixels.
@@ -171,14 +172,17 @@ def train_classifier(train_x: np.ndarray, train_y: np.ndarray, num_classes: Opti
         machine shared with other work extra threads mostly wait for each other (we measured one
         thread 5 times faster than two on a busy 2-core machine).
     :param progress: show a progress bar.
-    :returns: the trained classifier, in eval mode.
+    :param device: where it trains (default the CPU); the data stay in host memory and move there
+        one minibatch at a time, and the draws come from a CPU generator (the same on any device).
+    :returns: the trained classifier, in eval mode, on ``device``.
     """
-    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32, device="cpu")  # host memory
+    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long, device="cpu")
     num_classes = int(y.max()) + 1 if num_classes is None else int(num_classes)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        clf = DomainClassifier(tuple(x.shape[1:]), num_classes)
+        clf = DomainClassifier(tuple(x.shape[1:]), num_classes).to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
     steps = epochs * math.ceil(len(x) / batch_size)
@@ -187,14 +191,14 @@ def train_classifier(train_x: np.ndarray, train_y: np.ndarray, num_classes: Opti
     with _num_threads(threads), \
             progress_bar(total=steps, enabled=progress, desc="domain classifier", unit="step", leave=False) as bar:
         for _ in range(epochs):
-            perm = torch.randperm(len(x), generator=gen)
+            perm = torch.randperm(len(x), generator=gen, device="cpu")
             for sl in _batches(len(x), batch_size):
                 idx = perm[sl]
                 xb = x[idx]
                 if max_shift > 0:
-                    dh, dw = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
+                    dh, dw = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen, device="cpu").tolist()
                     xb = torch.roll(xb, (dh, dw), dims=(2, 3))
-                loss = F.cross_entropy(clf(xb), y[idx])
+                loss = F.cross_entropy(clf(xb.to(device)), y[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -208,8 +212,8 @@ def classifier_accuracy(clf: DomainClassifier, x: np.ndarray, y: np.ndarray, bat
     """The fraction of ``x`` whose predicted class is ``y``."""
     was_training = clf.training
     clf.eval()
-    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    pred = torch.cat([clf(x[sl]).argmax(1) for sl in _batches(len(x), batch_size)])
+    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), _device(clf)
+    pred = torch.cat([clf(x[sl].to(device)).argmax(1).cpu() for sl in _batches(len(x), batch_size)])
     clf.train(was_training)
     return float((pred.numpy() == np.asarray(y)).mean())
 
@@ -257,7 +261,7 @@ def _load_cached(weights: Path, meta: Path, checksum: str) -> Optional[Tuple[Dom
 
 
 def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min_accuracy: float = 0.0,
-                      progress: bool = True) -> Tuple[DomainClassifier, ClassifierInfo]:
+                      progress: bool = True, device=None) -> Tuple[DomainClassifier, ClassifierInfo]:
     """The domain classifier of a data set: loaded from the cache, or trained on ``ds.train_x``
     and cached.
 
@@ -272,7 +276,8 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
     :param seed: training seed.
     :param min_accuracy: raise ``ValueError`` if the test accuracy is lower.
     :param progress: show a progress bar while training.
-    :returns: the classifier (eval mode) and its :class:`ClassifierInfo`.
+    :param device: where the classifier trains and runs (default the CPU); the cache holds CPU tensors.
+    :returns: the classifier (eval mode, on ``device``) and its :class:`ClassifierInfo`.
     :raises ValueError: if the data set has no labels, or the accuracy is below ``min_accuracy``.
     """
     if ds.train_y is None or ds.test_y is None:
@@ -286,11 +291,12 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
     if cached is None:
         t0 = time.perf_counter()
         num_classes = int(max(ds.train_y.max(), ds.test_y.max())) + 1
-        clf = train_classifier(ds.train_x, ds.train_y, num_classes, epochs=epochs, seed=seed, progress=progress)
+        clf = train_classifier(ds.train_x, ds.train_y, num_classes, epochs=epochs, seed=seed, progress=progress,
+                               device=device)
         seconds = time.perf_counter() - t0
         accuracy = classifier_accuracy(clf, ds.test_x, ds.test_y)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(weights, lambda f: torch.save(clf.state_dict(), f))
+        atomic_write(weights, lambda f: torch.save({k: v.cpu() for k, v in clf.state_dict().items()}, f))
         info = ClassifierInfo(data_checksum=checksum, weights_sha256=_sha256_file(weights),
                               test_accuracy=accuracy, image_shape=tuple(clf.image_shape),
                               num_classes=num_classes, epochs=epochs, seed=seed, train_seconds=seconds)
@@ -299,7 +305,11 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
     if cached[1].test_accuracy < min_accuracy:
         raise InputError(f"the domain classifier of {ds.name} reaches only {cached[1].test_accuracy:.1%} test "
                          f"accuracy (< {min_accuracy:.0%}): its features are not a trustworthy metric space")
-    return cached
+    return cached[0].to("cpu" if device is None else device), cached[1]
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 class Embedding(NamedTuple):
@@ -315,12 +325,12 @@ def embed(clf: DomainClassifier, x, batch_size: int = 500) -> Embedding:
     """The :class:`Embedding` of images ``x`` ``(N, C, H, W)`` (array or tensor)."""
     was_training = clf.training
     clf.eval()
-    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), _device(clf)
     feats, labels = [], []
-    for sl in _batches(len(x), batch_size):
-        f = clf.features(x[sl])
-        feats.append(f.double())
-        labels.append(clf.head(f).argmax(1))
+    for sl in _batches(len(x), batch_size):  # on the classifier's device, a chunk at a time
+        f = clf.features(x[sl].to(device))
+        feats.append(f.double().cpu())
+        labels.append(clf.head(f).argmax(1).cpu())
     clf.train(was_training)
     return Embedding(torch.cat(feats).numpy(), torch.cat(labels).numpy())
 
@@ -384,7 +394,7 @@ def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048):
 
 def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest neighbour in ``x`` (the point itself excluded)."""
-    out = torch.empty(len(x), dtype=x.dtype)
+    out = torch.empty(len(x), dtype=x.dtype, device="cpu")
     for start, d in _pairwise(x, x):
         out[start:start + len(d)] = d.topk(k + 1, dim=1, largest=False).values[:, k]
     return out
@@ -399,18 +409,18 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> PRDC:
     :param k: the neighbour defining each ball (5, as recommended by Naeem et al. 2020).
     :returns: a :class:`PRDC`.
     """
-    x = torch.as_tensor(np.asarray(real, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(fake, dtype=np.float64))
+    x = torch.as_tensor(np.asarray(real, dtype=np.float64), device="cpu")
+    y = torch.as_tensor(np.asarray(fake, dtype=np.float64), device="cpu")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise InputError(f"need feature arrays (N, F) and (M, F), got {tuple(x.shape)} and {tuple(y.shape)}")
     if not 1 <= k < min(len(x), len(y)):
         raise InputError(f"k must be in 1..{min(len(x), len(y)) - 1} for {len(x)} real and {len(y)} fake points, got {k}")
     r_real, r_fake = _knn_radii(x, k), _knn_radii(y, k)
-    inside = torch.zeros(len(y), dtype=torch.float64)  # per fake: number of real balls holding it
+    inside = torch.zeros(len(y), dtype=torch.float64, device="cpu")  # per fake: number of real balls holding it
     for start, d in _pairwise(y, x):
         inside[start:start + len(d)] = (d <= r_real).sum(1).double()
-    covered = torch.zeros(len(x), dtype=torch.bool)  # per real: a fake inside its own ball
-    recalled = torch.zeros(len(x), dtype=torch.bool)  # per real: inside some fake's ball
+    covered = torch.zeros(len(x), dtype=torch.bool, device="cpu")  # per real: a fake inside its own ball
+    recalled = torch.zeros(len(x), dtype=torch.bool, device="cpu")  # per real: inside some fake's ball
     for start, d in _pairwise(x, y):
         covered[start:start + len(d)] = d.min(1).values <= r_real[start:start + len(d)]
         recalled[start:start + len(d)] = (d <= r_fake).any(1)
@@ -512,7 +522,7 @@ CAVEAT_DIVERSITY = 0.3
 def mean_pairwise_distance(features, max_points: int = 2000) -> float:
     """The mean Euclidean distance between distinct rows of ``features`` (at most ``max_points``
     rows, evenly spaced), a measure of how diverse a set is in feature space."""
-    f = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(features), dtype=torch.float64, device="cpu")
     if len(f) > max_points:
         f = f[torch.linspace(0, len(f) - 1, max_points).round().long()]
     n = len(f)

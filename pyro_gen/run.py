@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import __version__
 from .checkpoint import CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json, read_jsonl
 from .data import Dataset, binarize_fixed, load_data
 from .errors import InputError
 from .train import TrainSettings
-from .vae import VAE, ModelSpec
+from .vae import ModelSpec
+
+if TYPE_CHECKING:
+    from .gan import GANSettings
 
 __all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model",
            "conditions", "on_side_vectors", "CONDITION_SOURCES"]
@@ -31,14 +35,31 @@ CONDITION_SOURCES = ("labels", "vectors")
 
 @dataclass
 class Run:
-    """A loaded run: its folder, configuration, model (in eval mode) and history."""
+    """A loaded run of any family (:data:`pyro_gen.families.FAMILIES`, the GAN's included): its
+    folder, configuration, model (in eval mode), training settings and history."""
 
     path: Path
     config: dict
     spec: ModelSpec
-    settings: TrainSettings
-    vae: VAE
+    settings: Union[TrainSettings, "GANSettings"]
+    model: nn.Module
     history: list
+
+    @property
+    def family(self):
+        """The run's :class:`~pyro_gen.families.Family`."""
+        from .families import family_of
+        return family_of(self.config)
+
+    @property
+    def vae(self) -> nn.Module:
+        """The model (its name from when every run was a VAE; the same object as :attr:`model`)."""
+        return self.model
+
+    @property
+    def gan(self) -> nn.Module:
+        """The model of a GAN run (the same object as :attr:`model`)."""
+        return self.model
 
     def load_data(self, spec: Optional[str] = None) -> Dataset:
         """The run's data set (or ``spec`` instead), validated for the run's likelihood and image shape."""
@@ -56,7 +77,7 @@ def run_data(config: dict, spec: ModelSpec, data_spec: Optional[str] = None) -> 
     return ds
 
 
-def make_config(spec: ModelSpec, settings: TrainSettings, data_spec: str, data_root=None,
+def make_config(spec: ModelSpec, settings: Union[TrainSettings, "GANSettings"], data_spec: str, data_root=None,
                 model_kind: str = "vae", condition: Optional[str] = None) -> dict:
     """The content of ``config.json``; ``condition`` (one of :data:`CONDITION_SOURCES`) says what a
     conditional model is conditioned on."""
@@ -82,7 +103,8 @@ def conditions(config: dict, ds: Dataset) -> Tuple[Optional[np.ndarray], Optiona
 
     :raises RunError: if ``ds`` has no such labels or side vectors, or they do not fit the model.
     """
-    if config.get("model_kind") != "cvae":
+    from .families import family_of
+    if family_of(config).inputs != "condition":
         return None, None
     dim, name = config["model"]["condition_dim"], ds.name
     if on_side_vectors(config):
@@ -150,23 +172,19 @@ def load_run(run_dir, require_checkpoint: bool = True) -> Run:
         as its configuration with an untrained model (``history`` empty).
     :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
     """
+    from .families import family_of
     path, config = read_config(run_dir)
     try:
-        if config.get("model_kind") == "gan":
-            raise RunError(f"{path}: a GAN run has no likelihood or guide to evaluate; load it with "
-                           "pyro_gen.gan.load_gan_run (pyro-gen sample and pyro-gen compare read it)")
         spec = ModelSpec.from_dict(config["model"])
-        settings = TrainSettings(**config["train"])
+        settings = family_of(config).load_settings(config["train"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        if isinstance(e, RunError):
-            raise
         raise RunError(f"{path / CONFIG}: not a valid pyro_gen run configuration ({e})") from None
     vae = build_model(spec, config)
     if not require_checkpoint and not (path / CHECKPOINT).exists():
-        return Run(path=path, config=config, spec=spec, settings=settings, vae=vae, history=[])
+        return Run(path=path, config=config, spec=spec, settings=settings, model=vae, history=[])
     load_state(vae, path)
     vae.eval()
-    return Run(path=path, config=config, spec=spec, settings=settings, vae=vae,
+    return Run(path=path, config=config, spec=spec, settings=settings, model=vae,
                history=read_jsonl(path / METRICS))
 
 

@@ -38,7 +38,8 @@ from .devices import module_device
 from .params import load_store_state, materialize, pair_parameters, store_parameters, store_state
 from .errors import InputError
 
-__all__ = ["TrainSettings", "FitResult", "fit", "TrainingError", "make_optimizer", "check_free_bits"]
+__all__ = ["TrainSettings", "FitResult", "fit", "train_epochs", "SVIStep", "TrainingError", "make_optimizer",
+           "check_free_bits"]
 
 
 class TrainingError(RuntimeError):
@@ -224,6 +225,246 @@ def check_free_bits(pair, x: torch.Tensor, y: Optional[torch.Tensor]) -> None:
                          f"studentt prior), and site {other[0]!r} does not")
 
 
+class SVIStep:
+    """The engine's step for a model/guide pair (:func:`fit`): one optimizer step on the training
+    objective under the engine's handlers; at each epoch's end the ELBO on the training probe and
+    the validation data, the per-epoch diagnostics and early stopping.
+
+    A step of :func:`train_epochs` has ``setup``, ``__call__`` (one minibatch; returns the value
+    the progress bar shows), ``end_epoch`` (the entries of the epoch's row), ``state_dict`` /
+    ``load_state_dict`` (what a checkpoint keeps besides the model), ``advice`` (what to do after
+    a non-finite loss), ``stop`` (early stopping) and ``finish``. The GAN's adversarial step
+    (:class:`pyro_gen.gan.AdversarialStep`) is the other one.
+    """
+
+    label = "objective"
+
+    def __init__(self, settings: TrainSettings, *, val_x=None, val_y=None, binarize: bool = False,
+                 epoch_metrics: Optional[Callable[..., dict]] = None, run_dir=None):
+        self.settings, self.binarize, self.epoch_metrics, self.run_dir = settings, binarize, epoch_metrics, run_dir
+        self.val_x, self.val_y = val_x, val_y
+        self.stop, self.best, self.best_state, self.bad_epochs = False, -math.inf, None, 0
+
+    def setup(self, pair, x_all: torch.Tensor, y_all: Optional[torch.Tensor], steps_per_epoch: int, world: int):
+        settings = self.settings
+        self.pair, self.x_all, self.y_all, self.world = pair, x_all, y_all, world
+        self.device = device = module_device(pair)
+        self.x_val = None if self.val_x is None else torch.as_tensor(self.val_x, dtype=torch.float32, device=device)
+        self.y_val = _labels(self.val_y, device)
+        self.latent_labels = getattr(pair, "labels_are_latent", False)
+        self.x_probe = self.y_probe = None  # training images on which the ELBO is reported when it is not the objective
+        self.steps_per_epoch, self.n = steps_per_epoch, len(x_all)
+        elbo = make_objective(settings.objective, settings.elbo, settings.num_particles)
+        self.eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
+        self.kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule,
+                                      total_steps=settings.epochs * steps_per_epoch)
+        head = (x_all[:2].to(device),) + (() if y_all is None else (y_all[:2].to(device),))
+        if settings.free_bits:
+            check_free_bits(pair, head[0][:1], None if y_all is None else head[1][:1])
+        # the parameters exist before DDP and the optimizer are built (lazy pyro.param ones too); DDP averages gradients
+        materialize(pair, *head)
+        self.head = head
+        if world > 1 and store_parameters(pair):
+            raise InputError(f"{type(pair).__name__} keeps parameters in Pyro's param store (pyro.param), which "
+                             "DistributedDataParallel does not synchronize: train it in one process, or make them "
+                             "module parameters (nn.Parameter, PyroModule's PyroParam)")
+        # each process scales its share of the global batch to the data set
+        self.loss_fn = distributed.wrap(LossModule(elbo, pair, self.n, settings.free_bits), world)
+        self.opt = make_optimizer(pair_parameters(pair), settings)
+        self.sched = _make_schedule(self.opt, settings, steps_per_epoch)
+        self.total, self.beta = 0.0, 1.0
+
+    def start_epoch(self, epoch: int) -> None:
+        s = self.settings
+        self.total, self.exact = 0.0, s.objective == "elbo" and not s.free_bits and not self.latent_labels
+
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor], epoch: int, step: int, first: bool) -> float:
+        self.beta = beta = self.kl_schedule(epoch * self.steps_per_epoch + step)
+        self.exact = self.exact and beta == 1.0
+        self.opt.zero_grad(set_to_none=True)
+        # Validate shapes and supports on the first step, then run without checks.
+        with pyro.validation_enabled(first):
+            loss = self.loss_fn(x, y, beta)
+            loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            return value  # the engine reports it, naming the epoch and the step
+        if self.settings.optimizer == "clippedadam":
+            torch.nn.utils.clip_grad_norm_(pair_parameters(self.pair), self.settings.clip_norm)
+        self.opt.step()
+        self.sched.step()
+        self.total += value * len(x)
+        return value
+
+    def shown(self, value: float) -> dict:
+        """The progress bar's entry for a step's value."""
+        return {"elbo" if self.exact else "objective": f"{-value:.2f}"}
+
+    def advice(self, run_dir) -> str:
+        s = self.settings
+        return ("resume with a lower lr (fit(..., resume=True) and TrainSettings(lr=...))" if run_dir is None
+                else f"continue with a lower --lr: pyro-gen train --out {run_dir} --resume --lr {s.lr / 10:.3g}")
+
+    def end_epoch(self, epoch: int, say: bool) -> dict:
+        pair, device = self.pair, self.device
+        objective = -distributed.total(self.total, self.world) / self.n
+        row = {"train_elbo": objective, "train_objective": objective, "kl_scale": self.beta,
+               "lr": self.opt.param_groups[0]["lr"]}
+        if not self.exact:
+            if self.x_probe is None:
+                x_probe, y_probe = _probe(self.x_all, None if self.latent_labels else self.y_all, self.binarize,
+                                          self.settings.seed)
+                self.x_probe = x_probe.to(device)
+                self.y_probe = None if y_probe is None else y_probe.to(device)
+            pair.eval()
+            row["train_elbo"] = mean_elbo(pair, self.eval_elbo, self.x_probe, self.y_probe)
+            pair.train()
+        if self.x_val is not None:
+            pair.eval()
+            row["val_elbo"] = mean_elbo(pair, self.eval_elbo, self.x_val, self.y_val)
+            pair.train()
+        if self.epoch_metrics is not None:
+            pair.eval()
+            row.update(_epoch_extras(self.epoch_metrics, pair, self.x_val, epoch + 1, say))
+            pair.train()
+        watched = row.get("val_elbo", row["train_elbo"])
+        if watched > self.best:
+            self.best, self.bad_epochs = watched, 0
+            if self.settings.patience is not None:
+                self.best_state = {k: v.detach().clone() for k, v in pair.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        self.stop = distributed.agree(self.settings.patience is not None and self.bad_epochs >= self.settings.patience,
+                                      self.world)
+        return row
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "best": self.best,
+                 "bad_epochs": self.bad_epochs}
+        if self.best_state is not None:
+            state["best_model"] = self.best_state
+        pyro_params = store_state(self.pair)
+        if pyro_params:
+            state["pyro_params"] = pyro_params
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        load_store_state(self.pair, state.get("pyro_params", {}), *self.head)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        _set_peak_lr(self.opt, self.sched, self.settings.lr)
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self.best_state = state.get("best_model")
+
+    def finish(self) -> None:
+        if self.best_state is not None:
+            self.pair.load_state_dict(self.best_state)
+
+
+def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: int, batch_size: int, seed: int,
+                 train_y: Optional[np.ndarray] = None, binarize: bool = False, run_dir=None, resume: bool = False,
+                 progress: bool = True, on_epoch: Optional[Callable[[dict], None]] = None) -> FitResult:
+    """The epoch loop every model trains in: minibatches (split between processes under
+    torchrun), binarization, the device, the progress bar, ``metrics.jsonl``, the non-finite
+    guard, atomic checkpoints and bit-exact resume; what one minibatch does is ``step``'s
+    (:class:`SVIStep` for a model/guide pair, :class:`pyro_gen.gan.AdversarialStep` for the GAN).
+
+    :param model: the module trained (its ``state_dict`` is checkpointed; it runs where its
+        parameters are, :func:`~pyro_gen.devices.module_device`).
+    :param step: the step (see :class:`SVIStep`).
+    :param train_x: training data, kept in host memory; each minibatch moves to the device once.
+    :param epochs: passes over the data; ``batch_size``: the global minibatch size; ``seed``: the
+        minibatch order, the binarization noise and torch's global generator.
+    :returns: a :class:`FitResult`.
+    """
+    rank, world = distributed.rank_world()
+    torch.manual_seed(seed + rank)  # the draws of z differ between processes
+    if batch_size % world:
+        raise InputError(f"batch-size {batch_size} must be divisible by the number of processes ({world})")
+    local_batch = batch_size // world
+    device = module_device(model)  # the model runs where its parameters are; data stay in host memory
+    x_all = torch.as_tensor(train_x, dtype=torch.float32, device="cpu")
+    y_all = _labels(train_y)
+    if device.type == "cuda":
+        x_all = x_all.pin_memory()
+    n = len(x_all)
+    # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
+    # every world-th index, so the processes' batches together are the single-process batch.
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
+    step.setup(model, x_all, y_all, steps_per_epoch, world)
+    gen = torch.Generator().manual_seed(seed + 7919 * rank)  # binarization noise
+    progress = progress and rank == 0
+    run_dir = None if run_dir is None else Path(run_dir)
+    write_dir = run_dir if rank == 0 else None  # only the first process writes files
+    history: List[dict] = []
+    start_epoch = 0
+    if resume:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        model.load_state_dict(state["model"])
+        step.load_state_dict(state)
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:  # the draws on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        start_epoch = state["epoch"]
+        history = resume_history(run_dir, start_epoch)
+    elif write_dir is not None:
+        write_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(write_dir / METRICS, [])
+
+    bar = progress_bar(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                       enabled=progress, unit="step", dynamic_ncols=True, leave=True)
+    model.train()
+    quiet_nan = contextlib.ExitStack()
+    try:
+        # a non-finite loss is reported below as a TrainingError naming the epoch and the step
+        quiet_nan.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Encountered NaN")
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            sampler.set_epoch(epoch)
+            perm = torch.tensor(list(sampler), device="cpu")
+            step.start_epoch(epoch)
+            for i in range(steps_per_epoch):
+                idx = perm[i * local_batch:(i + 1) * local_batch]
+                x, y = x_all[idx], None if y_all is None else y_all[idx]
+                if binarize:
+                    x = binarize_batch(x, gen)  # on the CPU, from its own generator: the same bits on any device
+                x = x.to(device, non_blocking=True)
+                y = None if y is None else y.to(device, non_blocking=True)
+                value = step(x, y, epoch, i, epoch == start_epoch and i == 0)
+                if not distributed.all_finite(value, world):
+                    raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, step {i + 1}; the last good "
+                                        f"checkpoint (epoch {epoch}) is kept: {step.advice(run_dir)}")
+                bar.update(1)
+                if i % 10 == 0:
+                    bar.set_postfix({"epoch": epoch + 1, **step.shown(value)}, refresh=False)
+            seconds = time.perf_counter() - t0  # the epoch's training steps
+            row = {"epoch": epoch + 1, **step.end_epoch(epoch, rank == 0)}
+            row["seconds"] = seconds
+            history.append(row)
+            if write_dir is not None:
+                write_jsonl(write_dir / METRICS, history)
+                state = {"model": model.state_dict(), **step.state_dict(), "data_rng": gen.get_state(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                         "finished": step.stop or epoch + 1 == epochs}
+                if device.type == "cuda":
+                    state["cuda_rng"] = torch.cuda.get_rng_state(device)
+                save_checkpoint(write_dir / CHECKPOINT, state)
+            if on_epoch is not None:
+                on_epoch(row)
+            if step.stop:
+                break
+    finally:
+        bar.close()
+        quiet_nan.close()
+    step.finish()
+    model.eval()
+    return FitResult(history=history, checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,
+                     stopped_early=step.stop)
+
+
 def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         train_y: Optional[np.ndarray] = None, val_y: Optional[np.ndarray] = None,
         val_x: Optional[np.ndarray] = None, run_dir=None, resume: bool = False, progress: bool = True,
@@ -262,13 +503,8 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
     labels are latent variables (``labels_are_latent``, the semi-supervised VAE) always gets the
     latter, with the labels summed out: the ELBO of :math:`\\log p(x)`, as its test ELBO.
     """
-    rank, world = distributed.rank_world()
     if binarize is None:  # the built-in models say so through their likelihood
         binarize = bool(getattr(getattr(vae, "likelihood", None), "binarize", False))
-    torch.manual_seed(settings.seed + rank)  # the ELBO's draws differ between processes
-    if settings.batch_size % world:
-        raise InputError(f"batch-size {settings.batch_size} must be divisible by the number of processes ({world})")
-    local_batch = settings.batch_size // world
     if settings.patience is not None:
         train_x, val_x = split_validation(train_x, settings.val_fraction, settings.seed)
         if train_y is not None:
@@ -276,162 +512,10 @@ def fit(vae, train_x: np.ndarray, settings: TrainSettings = TrainSettings(), *,
         if binarize:
             from .data import binarize_fixed
             val_x = binarize_fixed(val_x, seed=settings.seed)
-    device = module_device(vae)  # the pair runs where its parameters are; data stay in host memory
-    x_all = torch.as_tensor(train_x, dtype=torch.float32, device="cpu")
-    x_val = None if val_x is None else torch.as_tensor(val_x, dtype=torch.float32, device=device)
-    y_all, y_val = _labels(train_y), _labels(val_y, device)
-    if device.type == "cuda":
-        x_all = x_all.pin_memory()
-    x_probe = y_probe = None  # training images on which the ELBO is reported when it is not the objective
-    latent_labels = getattr(vae, "labels_are_latent", False)
-    n = len(x_all)  # each process scales its share of the global batch to the data set
-    # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
-    # every world-th index, so the processes' batches together are the single-process batch.
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=settings.seed)
-    steps_per_epoch = math.ceil(len(sampler) / local_batch)
-    elbo = make_objective(settings.objective, settings.elbo, settings.num_particles)
-    eval_elbo = make_elbo("enum" if settings.elbo == "enum" else "trace")
-    kl_schedule = KLSchedule(settings.beta, settings.warmup_epochs * steps_per_epoch, settings.kl_schedule,
-                             total_steps=settings.epochs * steps_per_epoch)
-    head = (x_all[:2].to(device),) + (() if y_all is None else (y_all[:2].to(device),))
-    if settings.free_bits:
-        check_free_bits(vae, head[0][:1], None if y_all is None else head[1][:1])
-    # the parameters exist before DDP and the optimizer are built (lazy pyro.param ones too); DDP averages gradients
-    materialize(vae, *head)
-    if world > 1 and store_parameters(vae):
-        raise InputError(f"{type(vae).__name__} keeps parameters in Pyro's param store (pyro.param), which "
-                         "DistributedDataParallel does not synchronize: train it in one process, or make them "
-                         "module parameters (nn.Parameter, PyroModule's PyroParam)")
-    loss_fn = distributed.wrap(LossModule(elbo, vae, n, settings.free_bits), world)
-    opt = make_optimizer(pair_parameters(vae), settings)
-    sched = _make_schedule(opt, settings, steps_per_epoch)
-    gen = torch.Generator().manual_seed(settings.seed + 7919 * rank)  # binarization noise
-    progress = progress and rank == 0
-
-    run_dir = None if run_dir is None else Path(run_dir)
-    write_dir = run_dir if rank == 0 else None  # only the first process writes files
-    history: List[dict] = []
-    start_epoch, best, best_state, bad_epochs = 0, -math.inf, None, 0
-    if resume:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        vae.load_state_dict(state["model"])
-        load_store_state(vae, state.get("pyro_params", {}), *head)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_peak_lr(opt, sched, settings.lr)
-        gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:  # the ELBO's draws on the GPU
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
-        best_state = state.get("best_model")
-        history = resume_history(run_dir, start_epoch)
-    elif write_dir is not None:
-        write_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(write_dir / METRICS, [])
-
-    bar = progress_bar(total=settings.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                       enabled=progress, unit="step", dynamic_ncols=True, leave=True)
-    stopped_early = False
-    vae.train()
-    quiet_nan = contextlib.ExitStack()
-    beta = 1.0
-    try:
-        # a non-finite loss is reported below as a TrainingError naming the epoch and the step
-        quiet_nan.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message="Encountered NaN")
-        for epoch in range(start_epoch, settings.epochs):
-            t0 = time.perf_counter()
-            sampler.set_epoch(epoch)
-            perm = torch.tensor(list(sampler), device="cpu")
-            total, exact = 0.0, settings.objective == "elbo" and not settings.free_bits and not latent_labels
-            for step in range(steps_per_epoch):
-                idx = perm[step * local_batch:(step + 1) * local_batch]
-                x, y = x_all[idx], None if y_all is None else y_all[idx]
-                beta = kl_schedule(epoch * steps_per_epoch + step)
-                exact = exact and beta == 1.0
-                if binarize:
-                    x = binarize_batch(x, gen)  # on the CPU, from its own generator: the same bits on any device
-                x = x.to(device, non_blocking=True)
-                y = None if y is None else y.to(device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                # Validate shapes and supports on the first step, then run without checks.
-                with pyro.validation_enabled(epoch == start_epoch and step == 0):
-                    loss = loss_fn(x, y, beta)
-                    loss.backward()
-                value = loss.item()
-                if not distributed.all_finite(value, world):
-                    how = ("resume with a lower lr (fit(..., resume=True) and TrainSettings(lr=...))" if run_dir is None
-                           else f"continue with a lower --lr: pyro-gen train --out {run_dir} --resume "
-                                f"--lr {settings.lr / 10:.3g}")
-                    raise TrainingError(
-                        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
-                        f"checkpoint (epoch {epoch}) is kept: {how}")
-                if settings.optimizer == "clippedadam":
-                    torch.nn.utils.clip_grad_norm_(pair_parameters(vae), settings.clip_norm)
-                opt.step()
-                sched.step()
-                total += value * len(x)
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix({"epoch": epoch + 1, "elbo" if exact else "objective": f"{-value:.2f}"},
-                                    refresh=False)
-            objective = -distributed.total(total, world) / n
-            row = {"epoch": epoch + 1, "train_elbo": objective, "train_objective": objective,
-                   "kl_scale": beta, "lr": opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t0}
-            if not exact:
-                if x_probe is None:
-                    x_probe, y_probe = _probe(x_all, None if latent_labels else y_all, binarize, settings.seed)
-                    x_probe = x_probe.to(device)
-                    y_probe = None if y_probe is None else y_probe.to(device)
-                vae.eval()
-                row["train_elbo"] = mean_elbo(vae, eval_elbo, x_probe, y_probe)
-                vae.train()
-            if x_val is not None:
-                vae.eval()
-                row["val_elbo"] = mean_elbo(vae, eval_elbo, x_val, y_val)
-                vae.train()
-            if epoch_metrics is not None:
-                vae.eval()
-                row.update(_epoch_extras(epoch_metrics, vae, x_val, epoch + 1, rank == 0))
-                vae.train()
-            history.append(row)
-            watched = row.get("val_elbo", row["train_elbo"])
-            if watched > best:
-                best, bad_epochs = watched, 0
-                if settings.patience is not None:
-                    best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
-            else:
-                bad_epochs += 1
-            stopped_early = distributed.agree(settings.patience is not None and bad_epochs >= settings.patience, world)
-            if write_dir is not None:
-                write_jsonl(write_dir / METRICS, history)
-                state = {"model": vae.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "data_rng": gen.get_state(),
-                         "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
-                         "bad_epochs": bad_epochs, "finished": stopped_early or epoch + 1 == settings.epochs}
-                if best_state is not None:
-                    state["best_model"] = best_state
-                if device.type == "cuda":
-                    state["cuda_rng"] = torch.cuda.get_rng_state(device)
-                pyro_params = store_state(vae)
-                if pyro_params:
-                    state["pyro_params"] = pyro_params
-                save_checkpoint(write_dir / CHECKPOINT, state)
-            if on_epoch is not None:
-                on_epoch(row)
-            if stopped_early:
-                break
-    finally:
-        bar.close()
-        quiet_nan.close()
-    if best_state is not None:
-        vae.load_state_dict(best_state)
-    vae.eval()
-    return FitResult(history=history,
-                     checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,
-                     stopped_early=stopped_early)
+    step = SVIStep(settings, val_x=val_x, val_y=val_y, binarize=binarize, epoch_metrics=epoch_metrics)
+    return train_epochs(vae, step, train_x, epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
+                        train_y=train_y, binarize=binarize, run_dir=run_dir, resume=resume, progress=progress,
+                        on_epoch=on_epoch)
 
 
 def _epoch_extras(epoch_metrics: Callable[..., dict], vae, x_val, epoch: int, say: bool) -> dict:

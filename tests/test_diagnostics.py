@@ -414,4 +414,4 @@ def test_cli_diagnose_autoencoder_and_bad_input(tmp_path, small_npz, capsys):
     (gan / "config.json").write_text(json.dumps({"format_version": 1, "model_kind": "gan"}))
     assert cli.main(["diagnose", str(gan)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "GAN run" in err
+    assert err.count("\n") == 1 and "is a gan run" in err

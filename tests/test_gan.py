@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from pyro_gen.checkpoint import RunError
 from pyro_gen.cli import main
-from pyro_gen.compare import StopTraining, WallClockBudget, load_any_run
+from pyro_gen.compare import StopTraining, WallClockBudget
 from pyro_gen.gan import (GANSettings, add_spectral_norm, build_gan, discriminator_loss, ema_decay, fit_gan,
                           gan_spec, generator_loss, gradient_penalty, load_gan_run)
 from pyro_gen.nets import ConvEncoder, MLPDecoder, MLPEncoder
@@ -252,10 +252,14 @@ def test_train_gan_writes_a_run_directory_that_loads(gan_run):
     assert (run.settings.disc_net, run.settings.spectral_norm, run.settings.ema) == (None, True, 0.999)
     assert GANSettings(loss="wgan-gp").spectral_norm is False  # the gradient penalty instead
     assert isinstance(run.gan.discriminator.body, MLPEncoder) and run.gan.average is not None
-    assert type(load_any_run(gan_run).gan) is type(run.gan)
-    with pytest.raises(RunError, match="GAN run"):
-        from pyro_gen.run import load_run
-        load_run(gan_run)
+    from pyro_gen.run import Run, load_run
+    assert isinstance(run, Run) and type(load_run(gan_run).model) is type(run.gan) and run.gan is run.model
+    vae_config = {**config, "model_kind": "vae", "model": {**config["model"], "guide": "diagonal"},
+                  "train": {"epochs": 1}}
+    (gan_run.parent / "vae").mkdir(exist_ok=True)
+    (gan_run.parent / "vae" / "config.json").write_text(json.dumps(vae_config))
+    with pytest.raises(RunError, match="not a GAN run"):  # load_gan_run checks the family
+        load_gan_run(gan_run.parent / "vae")
 
 
 def test_sample_works_on_a_gan_run(gan_run, tmp_path):
@@ -311,7 +315,10 @@ def test_conv_discriminator_with_mlp_generator_through_the_cli(tmp_path, small_n
 def test_evaluate_refuses_a_gan_run_with_one_line(gan_run, capsys):
     assert main(["evaluate", str(gan_run)]) == 2
     err = capsys.readouterr().err
-    assert "a GAN run has no likelihood" in err and len(err.strip().splitlines()) == 1
+    assert "is a gan run: pyro-gen evaluate needs a model with a likelihood and a guide" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["diagnose", str(gan_run)]) == 2
+    assert "pyro-gen diagnose needs a model with a likelihood" in capsys.readouterr().err
 
 
 def test_compare_tables_hold_every_requested_model(gan_run, tmp_path, small_npz, capsys):

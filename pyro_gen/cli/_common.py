@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 from ..checkpoint import CONFIG
 from .._spec import canonical_spec
@@ -87,13 +86,23 @@ def _explicit(args, flags) -> dict:
             if getattr(args, flag[2:].replace("-", "_")) is not None}
 
 
-def _run_kind(run_dir: Path) -> Optional[str]:
-    """The ``model_kind`` in ``run_dir/config.json``, or ``None`` if it cannot be read."""
+def _run_family(run_dir: Path):
+    """The :class:`~pyro_gen.families.Family` of the run in ``run_dir``, or ``None`` if its
+    ``config.json`` cannot be read or names no known family (loading the run then says why)."""
+    from ..families import family_of
     try:
         config = json.loads((Path(run_dir) / CONFIG).read_text())
-        return config.get("model_kind") if isinstance(config, dict) else None
+        return family_of(config) if isinstance(config, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def refuse_without_density(run_dir: Path, command: str) -> None:
+    """One line for ``evaluate`` or ``diagnose`` of a run whose model has no likelihood and guide (the GAN)."""
+    family = _run_family(run_dir)
+    if family is not None and not family.density:
+        raise UsageError(f"{run_dir} is a {family.name} run: pyro-gen {command} needs a model with a likelihood and "
+                         f"a guide (a {family.name} has neither); pyro-gen compare --runs {run_dir} scores its samples")
 
 
 #: Settings that ``--resume`` may change, because they change neither the model nor the data: the
@@ -164,22 +173,15 @@ def record_resume(config: dict, epoch: int, changes: dict) -> None:
             {"after_epoch": epoch, "changed": {k: [old, new] for k, (old, new) in changes.items()}})
 
 
-def add_device_flag(parser: argparse.ArgumentParser, cpu_only: str = "") -> None:
-    """``--device`` (default ``auto``: CUDA if available, else the CPU); ``cpu_only`` names a
-    command that runs on the CPU in this version, which then refuses other devices in one line."""
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default ``auto``: CUDA if available, else the CPU)."""
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help="where the model runs: auto (CUDA if available, else the CPU; default), cpu, cuda, "
-                             "cuda:N or mps" + (f" ({cpu_only} runs on the CPU)" if cpu_only else ""))
+                             "cuda:N or mps")
 
 
-def device_of(args, cpu_only: str = ""):
-    """The ``--device`` of a command, resolved and checked before anything is written."""
-    import torch
+def device_of(args):
+    """The ``--device`` of a command, resolved and checked before anything is written (one line
+    and exit code 2 for an unknown or unavailable device)."""
     from ..devices import resolve_device
-    device = resolve_device(getattr(args, "device", "auto"))
-    if cpu_only and device.type != "cpu":
-        if getattr(args, "device", "auto") == "auto":
-            return torch.device("cpu")
-        raise UsageError(f"--device {args.device}: {cpu_only} runs on the CPU in this version; drop --device or "
-                         "use --device cpu")
-    return device
+    return resolve_device(getattr(args, "device", "auto"))

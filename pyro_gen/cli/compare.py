@@ -44,12 +44,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--classifier-cache", type=Path, metavar="DIR", help="cache of the domain classifier (default "
                     "$PYRO_GEN_CACHE/classifier or ~/.cache/pyro_gen/classifier)")
     cp.add_argument("--classifier-epochs", type=_positive_int, default=5, help=argparse.SUPPRESS)  # tests only
-    add_device_flag(cp, cpu_only="pyro-gen compare")
+    add_device_flag(cp)
     cp.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
 def cmd_compare(args) -> int:
-    device_of(args, cpu_only="pyro-gen compare")  # checked before anything runs
+    device = device_of(args)  # checked before anything runs
     from ..compare import MODEL_TRAINERS, compare, markdown_table
 
     if args.models is None:
@@ -65,7 +65,7 @@ def cmd_compare(args) -> int:
                      budget_seconds=args.budget_seconds, out_dir=out, spec_kw=_explicit(args, COMPARE_MODEL_FLAGS),
                      k=args.k, draws=args.draws, n_samples=args.n_samples, nn_k=args.nn_k, max_epochs=args.max_epochs,
                      seed=args.seed, classifier_cache=args.classifier_cache, classifier_epochs=args.classifier_epochs,
-                     progress=not args.quiet, log=log)
+                     progress=not args.quiet, log=log, device=device)
     print(markdown_table(result), end="")
     written = ["comparison.csv", "comparison.json"] + [f for f in ("samples.png",) if f not in result.failures]
     print(f"pyro-gen compare: done in {result.wall_seconds:.0f} s: {out}/comparison.md, {', '.join(written)}",

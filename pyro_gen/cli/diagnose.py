@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import UsageError, _positive_int, _run_kind, add_device_flag, device_of
+from ._common import _positive_int, add_device_flag, device_of, refuse_without_density
 
 
 def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +39,7 @@ def cmd_diagnose(args) -> int:
     from ..diagnostics import diagnose_run
     from ..diagnostics.verdicts import summary_line
 
-    if _run_kind(args.run_dir) == "gan":
-        raise UsageError(f"{args.run_dir} is a GAN run: pyro-gen diagnose needs a VAE or an autoencoder "
-                         "(a GAN has no encoder and no likelihood to diagnose)")
+    refuse_without_density(args.run_dir, "diagnose")
     quiet = args.quiet or args.json
     log = None if quiet else (lambda msg: print(f"pyro-gen diagnose: {msg}", file=sys.stderr, flush=True))
     d = diagnose_run(args.run_dir, args.data, k_max=args.k_max, points=args.points, gap_points=args.gap_points,

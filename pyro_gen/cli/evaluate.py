@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import UsageError, _positive_int, _run_kind, add_device_flag, device_of
+from ._common import UsageError, _positive_int, add_device_flag, device_of, refuse_without_density
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,7 @@ def cmd_evaluate(args) -> int:
     from ..run import conditions, load_run, on_side_vectors, split_tensor
 
     device = device_of(args)
+    refuse_without_density(args.run_dir, "evaluate")
     run = load_run(args.run_dir)
     run.vae.to(device)
     ds = run.load_data(args.data)
@@ -101,20 +102,17 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     from ..checkpoint import atomic_write
-    from ..compare import load_any_run
     from ..plots import plot_images
-    from ..run import on_side_vectors
+    from ..run import load_run, on_side_vectors
 
     suffix = args.output.suffix.lower()
     if suffix not in (".png", ".npy"):
         raise UsageError(f"{args.output}: the output must end in .png or .npy")
     if not args.output.parent.is_dir():
         raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
-    is_gan = _run_kind(args.run_dir) == "gan"
-    device = device_of(args, cpu_only="sampling a GAN" if is_gan else "")
-    run = load_any_run(args.run_dir)  # a VAE-family run or a GAN run
-    model = run.gan if is_gan else run.vae
-    model.to(device)
+    device = device_of(args)
+    run = load_run(args.run_dir)  # a run of any family, the GAN's included
+    model = run.model.to(device)
     y = None
     kind = run.config.get("model_kind", "vae")
     on_vectors = on_side_vectors(run.config)

@@ -20,7 +20,7 @@ from ..objectives import ELBOS, KL_SCHEDULES, OBJECTIVES
 from ..priors import PRIORS
 from ..train import TrainSettings
 from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
-                      _positive_int, _run_kind, add_device_flag, device_of, record_resume, refuse_under_torchrun,
+                      _positive_int, _run_family, add_device_flag, device_of, record_resume, refuse_under_torchrun,
                       resume_changes)
 
 #: ``--model`` names -> the guide spec they default to (None: the family has no --guide).
@@ -117,8 +117,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", help="mnist-10k (bundled, default), mnist, fashion-mnist, or a .npz/.npy file")
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
     train.add_argument("--model", type=_model_arg, metavar="MODEL", help="; ".join(
-        f"{name if name != 'module' else 'module:pkg.mod:Factory'}: {family.help}" for name, family in FAMILIES.items())
-        + "; gan: the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)")
+        f"{name if name != 'module' else 'module:pkg.mod:Factory'}: {family.help}" for name, family in FAMILIES.items()))
     for flag, _, kw in GAN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--labels-per-class", type=_positive_int, metavar="N",
@@ -290,12 +289,13 @@ _NOT_FOR_GAN = ("prior", "guide", "elbo", "optimizer", "lr_schedule", "patience"
 
 def _cmd_train_gan(args) -> int:
     """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator."""
-    from ..gan import GANSettings, build_gan, fit_gan, gan_spec, load_gan_run
+    from ..gan import GANSettings, build_gan, fit_gan, gan_spec
+    from ..run import load_run
     from ..plots import plot_images
     from ..run import make_config
 
     refuse_under_torchrun("train --model gan")
-    device_of(args, cpu_only="the GAN baseline")
+    device = device_of(args)
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     bad = ["--" + k.replace("_", "-") for k in _NOT_FOR_GAN if k in {**model_kw, **train_kw}]
     if args.labels_per_class is not None:
@@ -307,7 +307,7 @@ def _cmd_train_gan(args) -> int:
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     resuming = _resuming(args)
     if resuming:
-        run = load_gan_run(args.out)
+        run = load_run(args.out)
         config, spec, run_dir = run.config, run.spec, args.out
         changes = _check_resume(args, config, {**model_kw, **gan_kw}, GAN_FLAGS)
         settings = GANSettings(**{**asdict(run.settings), **gan_kw})
@@ -325,7 +325,8 @@ def _cmd_train_gan(args) -> int:
         config = make_config(spec, settings, data_spec, args.data_root, model_kind="gan")
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
-    gan = build_gan(spec, settings)
+    gan = build_gan(spec, settings).to(device)
+    config["device"] = str(device)
     write_json(run_dir / CONFIG, config)
     print(f"training a gan ({settings.loss}) on {config['data']['spec']} ({len(ds.train_x)} grey-level train images "
           f"of shape {ds.image_shape}) for {settings.epochs} epochs -> {run_dir}", file=sys.stderr)
@@ -337,7 +338,7 @@ def _cmd_train_gan(args) -> int:
     write_json(run_dir / "summary.json", {"train_seconds": seconds, "epochs": len(result.history),
                                           "loss": settings.loss})
     failures = {}
-    attempt(failures, "samples.png", lambda: plot_images(gan.sample(100, generator=gen).numpy(), run_dir / "samples.png",
+    attempt(failures, "samples.png", lambda: plot_images(gan.sample(100, generator=gen).cpu().numpy(), run_dir / "samples.png",
                                                          title="Samples G(z), z ~ N(0, I)"))
     _report_failures(failures)
     print(f"done in {seconds:.1f} s. Run saved in {run_dir}\n"
@@ -354,7 +355,7 @@ def cmd_train(args) -> int:
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue (or to start, if it holds none yet)")
-    if args.model == "gan" or (args.resume and _run_kind(args.out) == "gan"):
+    if args.model == "gan" or (args.resume and _run_family(args.out) is FAMILIES["gan"]):
         return _cmd_train_gan(args)
     gan_flags = [flag for flag, name, _ in GAN_FLAGS if name in _explicit(args, GAN_FLAGS)]
     if gan_flags:
