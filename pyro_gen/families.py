@@ -39,6 +39,7 @@ class Family:
 
     :param name: the ``--model`` value (``model_kind`` in ``config.json``).
     :param help: one line for ``--help``.
+    :param title: what the report calls it.
     :param build: ``build(spec, config) -> nn.Module``, the untrained model of a run.
     :param guide: the guide spec it defaults to (``None``: the family has no ``--guide``).
     :param inputs: what it needs besides images: ``""``, ``"condition"`` (labels or side
@@ -58,6 +59,7 @@ class Family:
 
     name: str
     help: str
+    title: str
     build: Callable[[ModelSpec, dict], nn.Module]
     guide: Optional[str] = "diagonal"
     inputs: str = ""
@@ -115,19 +117,21 @@ def _build_module(spec: ModelSpec, config: dict) -> nn.Module:
 
 #: Every family, by ``--model`` name (``module`` stands for ``module:pkg.mod:Factory``).
 FAMILIES: Dict[str, Family] = {f.name: f for f in [
-    Family("vae", "the VAE (default)", _build_vae),
-    Family("ae", "the deterministic autoencoder (the delta guide)", _build_vae, guide="delta"),
+    Family("vae", "the VAE (default)", "variational autoencoder (VAE)", _build_vae),
+    Family("ae", "the deterministic autoencoder (the delta guide)", "deterministic autoencoder (point-mass guide)",
+           _build_vae, guide="delta"),
     Family("cvae", "conditioned on the labels, or on the side vectors of a .npz file's 'condition' array",
-           _build_vae, inputs="condition"),
-    Family("ssvae", "semi-supervised M2, with --labels-per-class", _build_ssvae, inputs="semi",
-           train_defaults={"elbo": "enum"}),
+           "conditional VAE", _build_vae, inputs="condition"),
+    Family("ssvae", "semi-supervised M2, with --labels-per-class", "semi-supervised VAE (M2)", _build_ssvae,
+           inputs="semi", train_defaults={"elbo": "enum"}),
     Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
-                   "units (Burda et al. 2015's shape; bottom-up inference)", _build_hvae, guide=None, generic=True,
-           train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
+                   "units (Burda et al. 2015's shape; bottom-up inference)", "hierarchical VAE", _build_hvae,
+           guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
     # runs written before the moving average and spectral normalization existed had neither
-    Family("gan", "the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)", _build_gan,
-           guide=None, settings=GANSettings, density=False, older={"ema": 0.0, "spectral_norm": False}),
-    Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)", _build_module,
+    Family("gan", "the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)",
+           "GAN (the decoder network as its generator)", _build_gan, guide=None, settings=GANSettings, density=False, older={"ema": 0.0, "spectral_norm": False}),
+    Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)",
+           "your own model/guide pair", _build_module,
            guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
 ]}
 

@@ -105,9 +105,10 @@ def _objective(train: dict) -> str:
 
 def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> str:
     model, train, data = config.get("model", {}), config.get("train", {}), config.get("data", {})
-    kind = {"vae": "variational autoencoder (VAE)", "ae": "deterministic autoencoder (point-mass guide)"}
+    from .families import FAMILIES
+    family = FAMILIES.get(config.get("model_kind"))
     rows = [
-        ("model", kind.get(config.get("model_kind"), config.get("model_kind", "?"))),
+        ("model", family.title if family is not None else config.get("model_kind", "?")),
         ("data", f"{data.get('spec')} (images of shape {tuple(model.get('image_shape', ()))})"),
         ("latent dimensions", model.get("latent_dim")),
         ("networks", f"{model.get('net')} encoder and decoder, hidden widths {tuple(model.get('hidden', ()))}"),
@@ -115,11 +116,8 @@ def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> 
         ("guide q(z|x)", model.get("guide")),
         ("prior p(z)", model.get("prior")),
     ]
-    from .families import FAMILIES
-    family = FAMILIES.get(config.get("model_kind"))
     if family is not None and "guide" in family.refuses:  # the model defines its networks, guide and prior
-        own = (f"your own pair, module:{config.get('module')}" if config.get("model_kind") == "module"
-               else family.help)
+        own = f"{family.title}, module:{config['module']}" if config.get("module") else family.help
         rows = rows[:2] + [("model and guide", own), ("settings given to it", f"latent dimensions "
                            f"{model.get('latent_dim')}, hidden widths {tuple(model.get('hidden', ()))}, likelihood "
                            f"{model.get('likelihood')}")]
@@ -133,7 +131,7 @@ def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> 
     if summary_json.get("train_seconds") is not None:
         rows.append(("training time", f"{summary_json['train_seconds']:.1f} s"))
     if summary_json.get("test_elbo") is not None:
-        label = "test MAP objective" if config.get("model_kind") == "ae" else "test ELBO"
+        label = "test MAP objective" if family is not None and family.guide == "delta" else "test ELBO"
         rows.append((f"{label} after training", f"{summary_json['test_elbo']:.2f} nats per image"))
     return _table(["", ""], [[_e(k), _e(v)] for k, v in rows])
 
@@ -148,6 +146,11 @@ def _latent_section(lat: dict) -> str:
                  ["KL(q(z) || p(z)), aggregate posterior vs prior", _num(lat["marginal_kl"])]]
     rows.append(["active units", f"{lat['active_units']} of {len(lat['activity'])}"])
     out = _table(["quantity (nats per image)", "value"], [[_e(a), b] for a, b in rows], numeric=[1])
+    if lat.get("sites"):  # a pair read per latent site
+        out += "<p>Per latent site:</p>" + _table(
+            ["site", "dimensions", "KL (nats per image)", "active units", "I(x; z_site)"],
+            [[_e(name), _num(s.get("dims"), 0), _num(s.get("kl")), _num(s.get("active_units"), 0), _num(s.get("mutual_info"))]
+             for name, s in lat["sites"].items()], numeric=[1, 2, 3, 4])
     if lat.get("note"):
         out += f"<p class='small'>{_e(lat['note'])}</p>"
     return out

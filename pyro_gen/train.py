@@ -149,19 +149,35 @@ class LossModule(torch.nn.Module):
                              free_bits=self.free_bits)
 
 
-def adam(params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where torch supports it on the device (the engine's and the
-    GAN's optimizer)."""
+def adam(params, lr: float, betas=(0.9, 0.999), cls=torch.optim.Adam, **kwargs) -> torch.optim.Optimizer:
+    """Adam (or its subclass ``cls``), fused into one kernel where torch supports it on the device
+    (the engine's and the GAN's optimizer)."""
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+        return cls(params, lr=lr, betas=betas, fused=True, **kwargs)
     except (RuntimeError, ValueError):  # fused Adam not available for this device/dtype
-        return torch.optim.Adam(params, lr=lr, betas=betas)
+        return cls(params, lr=lr, betas=betas, **kwargs)
+
+
+class ClippedAdam(torch.optim.Adam):
+    """Adam whose ``step`` first scales the gradients of all its parameters together to a global
+    norm of at most ``clip_norm`` (:func:`torch.nn.utils.clip_grad_norm_`); its state dict is
+    Adam's. (Pyro's ``ClippedAdam`` clips each parameter's gradient on its own instead.)"""
+
+    def __init__(self, params, clip_norm: float = 10.0, **kwargs):
+        super().__init__(params, **kwargs)
+        self.clip_norm = float(clip_norm)
+
+    def step(self, closure=None):
+        torch.nn.utils.clip_grad_norm_([p for group in self.param_groups for p in group["params"]], self.clip_norm)
+        return super().step(closure)
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
-    """The engine's optimizer: :func:`adam` at ``settings.lr`` (``clippedadam``'s gradient-norm
-    clipping is applied by :func:`fit` before each step)."""
+    """The engine's optimizer of ``settings.optimizer`` at ``settings.lr``: :func:`adam`, or
+    :class:`ClippedAdam` with ``settings.clip_norm`` for ``clippedadam``."""
+    if settings.optimizer == "clippedadam":
+        return adam(params, settings.lr, cls=ClippedAdam, clip_norm=settings.clip_norm)
     return adam(params, settings.lr)
 
 
@@ -289,8 +305,6 @@ class SVIStep:
         value = loss.item()
         if not math.isfinite(value):
             return value  # the engine reports it, naming the epoch and the step
-        if self.settings.optimizer == "clippedadam":
-            torch.nn.utils.clip_grad_norm_(pair_parameters(self.pair), self.settings.clip_norm)
         self.opt.step()
         self.sched.step()
         self.total += value * len(x)

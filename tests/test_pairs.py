@@ -188,7 +188,7 @@ def test_a_users_pair_through_every_command(target, tmp_path, small_npz, capsys)
     assert summary["iwae"] is not None and summary["gradients"]
     assert (run / "report.html").is_file() and (run / "posterior.nc").is_file()
     report = (run / "report.html").read_text()
-    assert f"your own pair, module:{target}" in report and "guide q(z|x)" not in report
+    assert f"your own model/guide pair, module:{target}" in report and "guide q(z|x)" not in report
     code = main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")])
     if target.endswith("TutorialVAE") or target.endswith("LazyParamVAE"):
         assert code == 0 and (tmp_path / "s.png").is_file()

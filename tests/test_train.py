@@ -89,3 +89,29 @@ def test_early_stopping_keeps_the_best_parameters(mnist):
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
         TrainSettings(**bad)
+
+
+def test_clippedadam_clips_the_global_gradient_norm_before_each_step():
+    from pyro_gen.train import ClippedAdam, make_optimizer
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    opt = make_optimizer([a, b], TrainSettings(optimizer="clippedadam", clip_norm=2.0, lr=0.1))
+    assert isinstance(opt, ClippedAdam) and isinstance(make_optimizer([a], TrainSettings()), torch.optim.Adam)
+    a.grad, b.grad = torch.full((3,), 30.0), torch.full((4,), -40.0)
+    raw = torch.cat([a.grad, b.grad]).clone()
+    opt.step()
+    clipped = torch.cat([a.grad, b.grad])
+    assert math.isclose(float(clipped.norm()), 2.0, rel_tol=1e-5)  # the global norm, one scale for both
+    assert torch.allclose(clipped, raw * 2.0 / float(raw.norm()))
+    # its state dict is Adam's: a checkpoint of either loads into the other
+    plain = make_optimizer([a, b], TrainSettings(lr=0.1))
+    plain.load_state_dict(opt.state_dict())
+    a.grad, b.grad = torch.full((3,), 0.01), torch.full((4,), 0.01)  # below the bound: untouched
+    opt.step()
+    assert torch.allclose(a.grad, torch.full((3,), 0.01))
+
+
+def test_clippedadam_trains(mnist):
+    vae = ModelSpec((1, 28, 28), latent_dim=2, hidden=(16,)).build()
+    result = fit(vae, mnist.train_x[:300], TrainSettings(epochs=2, batch_size=100, optimizer="clippedadam",
+                                                         clip_norm=1.0), progress=False)
+    assert len(result.history) == 2 and all(math.isfinite(r["train_elbo"]) for r in result.history)

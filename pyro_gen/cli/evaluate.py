@@ -127,7 +127,7 @@ def cmd_sample(args) -> int:
     elif args.condition is not None:
         if not on_vectors:
             raise UsageError(f"--condition needs a cvae run conditioned on side vectors; {args.run_dir} is a {kind}"
-                             + (" conditioned on labels: use --label" if kind in ("cvae", "ssvae") else ""))
+                             + (" conditioned on labels: use --label" if run.family.inputs else ""))
         if len(args.condition) != model.condition_dim:
             raise UsageError(f"--condition has {len(args.condition)} numbers; this run's side vectors have "
                              f"{model.condition_dim}")

@@ -30,11 +30,10 @@ LABELLED_MODELS = tuple(name for name, family in FAMILIES.items() if family.inpu
 
 
 def _model_arg(text: str) -> str:
-    if text != "gan":
-        try:
-            parse_model(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+    try:
+        parse_model(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -160,10 +159,11 @@ def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
     ssvae_flags = [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
     if args.labels_per_class is not None:
         ssvae_flags.insert(0, "--labels-per-class")
-    if ssvae_flags and model != "ssvae":
+    semi = FAMILIES[model].inputs == "semi"
+    if ssvae_flags and not semi:
         raise UsageError(f"{', '.join(ssvae_flags)}: {'this flag is' if len(ssvae_flags) == 1 else 'these flags are'} "
                          "for --model ssvae (the semi-supervised VAE)")
-    if model != "ssvae":
+    if not semi:
         return train_kw
     if args.labels_per_class is None:
         raise UsageError("--model ssvae needs --labels-per-class N, the labelled training images kept per class")
@@ -182,15 +182,17 @@ def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
 def _condition(model: str, ds, data_spec: str):
     """``(condition_dim, source)``: a cvae is conditioned on the data's side vectors when it has
     them (``"vectors"``), else on its labels; an ssvae infers the labels; other models ``(0, None)``."""
-    if model not in LABELLED_MODELS:
+    inputs = FAMILIES[model].inputs
+    if not inputs:
         return 0, None
-    if model == "cvae" and ds.side_dim is not None:
+    conditional = inputs == "condition"
+    if conditional and ds.side_dim is not None:
         return ds.side_dim, "vectors"
     if ds.train_y is None or ds.test_y is None:
-        what = "labels or side vectors" if model == "cvae" else "labels"
-        arrays = "a 'labels' or a 'condition' array" if model == "cvae" else "a 'labels' array"
+        what = "labels or side vectors" if conditional else "labels"
+        arrays = "a 'labels' or a 'condition' array" if conditional else "a 'labels' array"
         raise UsageError(f"--model {model} needs {what}, and {data_spec} has none (a .npz file needs {arrays})")
-    return ds.num_classes, ("labels" if model == "cvae" else None)
+    return ds.num_classes, ("labels" if conditional else None)
 
 
 def _ssvae_config(labels_per_class: int, ds, seed: int, options: dict) -> dict:
@@ -206,10 +208,10 @@ def _fit_inputs(config: dict, ds, c_train, c_test):
     """``(train_x, train_y, val_y)`` for :func:`~pyro_gen.train.fit`: a cvae is given its labels or
     side vectors ``c_train``, ``c_test``; an ssvae trains on its semi-supervised data (unknown
     labels -1, labelled images repeated)."""
-    kind = config["model_kind"]
-    if kind == "cvae":
+    inputs = family_of(config).inputs
+    if inputs == "condition":
         return ds.train_x, c_train, c_test
-    if kind == "ssvae":
+    if inputs == "semi":
         from ..ssvae import semi_supervised_data
         opts = config["ssvae"]
         semi = semi_supervised_data(ds.train_x, ds.train_y, opts["labels_per_class"], seed=config["train"]["seed"],
@@ -268,14 +270,14 @@ def _warn_collapse(row: dict) -> None:
                file=sys.stderr)
 
 
-def _epoch_metrics(kind: str, x_test: torch.Tensor, y_test):
+def _epoch_metrics(family, x_test: torch.Tensor, y_test):
     """Per-epoch extras: latent diagnostics for unconditional models, test accuracy for an ssvae."""
-    if kind == "ssvae":
+    if family.inputs == "semi":
         from ..ssvae import accuracy
         return lambda vae, x_val: {"val_accuracy": accuracy(vae, x_test, y_test)}
-    if kind in LABELLED_MODELS:
+    if family.inputs:
         return None
-    if FAMILIES[kind].generic:  # per latent site, from traces
+    if family.generic:  # per latent site, from traces
         from ..diagnostics.sites import pair_epoch_metrics
         return pair_epoch_metrics()
     from ..diagnostics import make_epoch_metrics
@@ -388,7 +390,7 @@ def cmd_train(args) -> int:
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model, condition=condition)
         if model == "module":
             config["module"] = parse_model(args.model)[1]
-        if model == "ssvae":
+        if FAMILIES[model].inputs == "semi":
             config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed, _explicit(args, SSVAE_FLAGS))
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = build_model(spec, config)
@@ -428,7 +430,7 @@ def cmd_train(args) -> int:
     result = fit(vae, train_x, settings, train_y=train_y, val_y=val_y,
                  val_x=x_test.numpy() if settings.patience is None else None,
                  run_dir=run_dir, resume=resuming and (run_dir / CHECKPOINT).exists(), progress=not args.quiet,
-                 epoch_metrics=_epoch_metrics(config["model_kind"], x_test, y_test), binarize=binarizes(spec))
+                 epoch_metrics=_epoch_metrics(family, x_test, y_test), binarize=binarizes(spec))
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
         return 0
@@ -460,7 +462,7 @@ def cmd_train(args) -> int:
         attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, **side_kw).cpu().numpy(),
                                                              run_dir / "samples.png", title=title))
     _report_failures(failures)
-    label = "test MAP objective" if FAMILIES[config["model_kind"]].guide == "delta" else "test ELBO"
+    label = "test MAP objective" if family.guide == "delta" else "test ELBO"
     print(f"done in {seconds:.1f} s: {label} {test_elbo:.2f} nats/image (mean of 10 draws on "
           f"{len(x_test)} test images). Run saved in {run_dir}\n"
           f"next: pyro-gen evaluate {run_dir}    pyro-gen sample {run_dir} -n 64 -o samples.png"

@@ -30,15 +30,20 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
+from .._progress import progress_bar
 from ..evaluate import MAX_DECODED
+from ..params import pair_parameters
+from ..traces import _collect, _per_datum, _sample_sites, _traces
 from ..train import cosine_factor
 from .latent import POINT_MASS_NOTE, is_point_mass
 
-__all__ = ["GapResult", "amortization_gap", "local_family"]
+__all__ = ["GapResult", "amortization_gap", "pair_amortization_gap", "guide_only_parameters", "local_family"]
 
 
 def local_family(q) -> Optional[Tuple[List[torch.Tensor], Callable[..., dist.TorchDistribution]]]:
@@ -205,3 +210,162 @@ def amortization_gap(vae, x: torch.Tensor, steps: int = 500, lr: float = 1e-2, n
         log_px = _mixture_log_px(vae, [q_amortized, q_opt], x, log_px_samples)
     return GapResult(log_px=log_px.cpu().numpy(), elbo_amortized=elbo_amortized.cpu().numpy(),
                      elbo_optimized=elbo_optimized.cpu().numpy(), **settings)
+
+
+
+# --- any model/guide pair ---------------------------------------------------------------------
+
+def _rng_devices(x: torch.Tensor) -> list:
+    return [x.device] if x.device.type == "cuda" else []
+
+
+def guide_only_parameters(pair, x: torch.Tensor, *args) -> List[torch.Tensor]:
+    """The trainable tensors of ``pair`` (module parameters and ``pyro.param`` ones,
+    :func:`~pyro_gen.params.pair_parameters`) that its guide uses and its model does not: what
+    refining the guide on one datum may change without changing :math:`p(x, z)`. Found from the
+    gradients of one trace of each on ``x``."""
+    params = [p for p in pair_parameters(pair) if p.requires_grad]
+    if not params:
+        return []
+    with torch.random.fork_rng(devices=_rng_devices(x)), pyro.validation_enabled(False), torch.enable_grad():
+        guide_trace = poutine.trace(pair.guide).get_trace(x, *args)
+        latent = _sample_sites(guide_trace)
+        g = sum(s["fn"].log_prob(s["value"]).sum() + (s["value"].sum() if s["value"].requires_grad else 0)
+                for s in latent.values())
+        fixed = poutine.condition(pair.model, data={n: s["value"].detach() for n, s in latent.items()})
+        m = sum(s["fn"].log_prob(s["value"]).sum()
+                for s in _sample_sites(poutine.trace(fixed).get_trace(x, *args)).values())
+        in_guide = (torch.autograd.grad(g, params, allow_unused=True) if torch.is_tensor(g) and g.requires_grad
+                    else [None] * len(params))
+        in_model = (torch.autograd.grad(m, params, allow_unused=True) if torch.is_tensor(m) and m.requires_grad
+                    else [None] * len(params))
+    return [p for p, a, b in zip(params, in_guide, in_model) if a is not None and b is None]
+
+
+def _rows(a, k: int):
+    """One datum ``(1, ...)`` repeated ``k`` times: the pair's data plate holds the draws."""
+    return a.expand((k,) + tuple(a.shape[1:])).contiguous() if torch.is_tensor(a) else a
+
+
+def _pair_weights(pair, x: torch.Tensor, args: tuple, sites, k: int):
+    """``(log p(x, z), log q(z | x), guide trace)`` of ``k`` draws of the guide on one datum
+    ``x`` ``(1, ...)``, each ``(k,)``; differentiable where gradients are enabled."""
+    with pyro.validation_enabled(False):
+        model_trace, guide_trace = _traces(pair, (_rows(x, k),) + tuple(_rows(a, k) for a in args), {})
+    model, guide = _collect(model_trace, guide_trace, sites, sites.nesting + 1, 1, k)
+    return sum(model.values())[0], sum(guide.values())[0], guide_trace
+
+
+def _replayed_log_q(pair, x: torch.Tensor, args: tuple, sites, guide_trace, k: int) -> torch.Tensor:
+    """:math:`\\log q(z \\mid x)` under the pair's current guide of the draws of ``guide_trace``, ``(k,)``."""
+    with pyro.validation_enabled(False):
+        trace = poutine.trace(poutine.replay(pair.guide, trace=guide_trace)).get_trace(
+            _rows(x, k), *(_rows(a, k) for a in args))
+    return sum(_per_datum(s["fn"].log_prob(s["value"]), s, sites.plates, sites.nesting + 1)
+               for s in _sample_sites(trace).values())[0]
+
+
+def _assign(params: List[torch.Tensor], values: List[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+
+
+@torch.no_grad()
+def _pair_elbo(pair, x, args, sites, num_samples: int, seed: int) -> torch.Tensor:
+    """Monte Carlo ELBO of one datum, draws fixed by ``seed`` (common random numbers)."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.random.fork_rng(devices=_rng_devices(x)):
+        torch.manual_seed(seed)
+        for s in _chunks(num_samples, 1):
+            log_p, log_q, _ = _pair_weights(pair, x, args, sites, s)
+            total += (log_p - log_q).double().sum()
+    return total / num_samples
+
+
+@torch.no_grad()
+def _pair_mixture_log_px(pair, x, args, sites, params, states, num_samples: int) -> torch.Tensor:
+    """:math:`\\log p(x)` of one datum importance sampled from the equal mixture of the guides
+    whose parameter values are ``states`` (stratified: ``num_samples // len(states)`` draws from each)."""
+    per, parts = max(1, num_samples // len(states)), []
+    for i, own in enumerate(states):
+        for s in _chunks(per, 1):
+            _assign(params, own)
+            log_p, log_q, trace = _pair_weights(pair, x, args, sites, s)
+            log_qs = [log_q]
+            for j, other in enumerate(states):
+                if j != i:
+                    _assign(params, other)
+                    log_qs.append(_replayed_log_q(pair, x, args, sites, trace, s))
+            log_m = torch.logsumexp(torch.stack(log_qs), 0) - math.log(len(states))
+            parts.append((log_p - log_m).double())
+    lw = torch.cat(parts)
+    return torch.logsumexp(lw, 0) - math.log(len(lw))
+
+
+def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: float = 1e-2, num_samples: int = 8,
+                          eval_samples: int = 1000, log_px_samples: int = 5000, seed: int = 0,
+                          progress: bool = False) -> GapResult:
+    """Approximation and amortization gaps of any model/guide pair (:mod:`pyro_gen.traces`) on data ``x``.
+
+    :math:`q^*` for a datum is the pair's own guide **refined on that datum alone**: the
+    parameters that the guide uses and the model does not (:func:`guide_only_parameters`; for an
+    encoder network, its weights) start at their trained values and take ``steps`` Adam steps on
+    the reparameterized ELBO of the datum (``num_samples`` draws per step, learning rate decaying
+    as a cosine to ``lr / 20``), with the model fixed; they are restored afterwards. The ELBOs of
+    both guides use the same draws (common random numbers); :math:`\\log p(x)` is importance
+    sampled from their equal mixture, as for the built-in guides. Every latent site of the guide
+    must be reparameterizable.
+
+    :param pair: a model/guide pair (its parameters are left as they were).
+    :param x: data ``(M, ...)``; ``args``: further per-datum arguments of model and guide.
+    :returns: a :class:`GapResult` (with only a ``note`` for a pair it cannot refine).
+    """
+    from ..traces import inspect_pair
+    settings = dict(steps=steps, lr=lr, num_samples=num_samples, eval_samples=eval_samples,
+                    log_px_samples=log_px_samples)
+    sites = inspect_pair(pair, x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))
+    with torch.random.fork_rng(devices=_rng_devices(x)), torch.no_grad(), pyro.validation_enabled(False):
+        fns = {n: s["fn"] for n, s in _sample_sites(poutine.trace(pair.guide).get_trace(
+            x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))).items()}
+    discrete = [n for n, fn in fns.items() if not fn.has_rsample]
+    if discrete:
+        return GapResult(note=f"the guide's site {discrete[0]!r} cannot be reparameterized, and refining the "
+                              "guide on each datum here follows reparameterized gradients", **settings)
+    params = guide_only_parameters(pair, x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))
+    if not params:
+        return GapResult(note="the guide has no parameters of its own (all are shared with the model, or there "
+                              "are none) to refine on each datum", **settings)
+    amortized = [p.detach().clone() for p in params]
+    log_px, elbo_a, elbo_b = [], [], []
+    was_training = pair.training if isinstance(pair, torch.nn.Module) else None
+    if was_training is not None:
+        pair.eval()
+    bar = progress_bar(total=len(x), enabled=progress, desc="amortization gap", unit="image", leave=False)
+    try:
+        for i in range(len(x)):
+            xi, ai = x[i:i + 1], tuple(a[i:i + 1] if torch.is_tensor(a) else a for a in args)
+            _assign(params, amortized)
+            elbo_a.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
+            with torch.random.fork_rng(devices=_rng_devices(x)), torch.enable_grad():
+                torch.manual_seed(seed + i)
+
+                def loss(*_):
+                    log_p, log_q, _trace = _pair_weights(pair, xi, ai, sites, num_samples)
+                    return -(log_p - log_q).mean()
+                _adam(loss, params, steps, lr)
+            refined = [p.detach().clone() for p in params]
+            elbo_b.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
+            with torch.random.fork_rng(devices=_rng_devices(x)):
+                torch.manual_seed(seed + 7919 + i)
+                log_px.append(_pair_mixture_log_px(pair, xi, ai, sites, params, [amortized, refined],
+                                                   log_px_samples))
+            bar.update(1)
+    finally:
+        _assign(params, amortized)
+        bar.close()
+        if was_training:
+            pair.train()
+    as_array = lambda values: torch.stack(values).cpu().numpy()  # noqa: E731
+    return GapResult(log_px=as_array(log_px), elbo_amortized=as_array(elbo_a), elbo_optimized=as_array(elbo_b),
+                     **settings)

@@ -205,6 +205,21 @@ def tiled_cross(guide_net, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Te
 
 
 @torch.no_grad()
+def aggregate_posterior_draws(q, num_samples: int = 1,
+                              cross: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    """Draws :math:`z_{sn} \\sim q(z|x_n)` ``(S, N, D)`` with :math:`\\log q(z_{sn}|x_n)` and the
+    log density of the aggregate posterior of the ``N`` data, :math:`\\log\\frac1N\\sum_m q(z_{sn}|x_m)`,
+    both ``(S, N)`` in float64 (see :func:`elbo_surgery`); ``q`` has ``batch_shape (N,)``."""
+    n = q.batch_shape[0]
+    cross = cross or _broadcast_cross(q)
+    z = q.sample((num_samples,))  # (S, N, D)
+    log_q_own = q.log_prob(z).double()  # (S, N)
+    # log q(z_sn | x_m) for all m, one draw index s at a time (memory N x N x D)
+    log_agg = torch.stack([torch.logsumexp(cross(zs).double(), dim=-1) for zs in z]) - math.log(n)
+    return z, log_q_own, log_agg
+
+
+@torch.no_grad()
 def elbo_surgery(q, prior, num_samples: int = 1,
                  cross: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Tuple[float, float, float]:
     """Monte Carlo estimates of the three terms of the ELBO-surgery identity on ``N`` data.
@@ -230,13 +245,7 @@ def elbo_surgery(q, prior, num_samples: int = 1,
         that do not broadcast).
     :returns: ``(average_kl, mutual_information, marginal_kl)`` in nats.
     """
-    n = q.batch_shape[0]
-    cross = cross or _broadcast_cross(q)
-    z = q.sample((num_samples,))  # (S, N, D)
-    log_q_own = q.log_prob(z).double()  # (S, N)
-    # log q(z_sn | x_m) for all m, one draw index s at a time (memory N x N x D)
-    log_agg = torch.stack([torch.logsumexp(cross(zs).double(), dim=-1) for zs in z])
-    log_agg = log_agg - math.log(n)
+    z, log_q_own, log_agg = aggregate_posterior_draws(q, num_samples, cross)
     log_p = prior.log_prob(z).double()
     return (float((log_q_own - log_p).mean()), float((log_q_own - log_agg).mean()),
             float((log_agg - log_p).mean()))

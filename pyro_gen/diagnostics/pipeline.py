@@ -23,7 +23,7 @@ from ..devices import module_device
 from ..evaluate import has_density
 from ..vae import VAE
 from ..data import binarize_fixed
-from .gap import GapResult, amortization_gap
+from .gap import GapResult, amortization_gap, pair_amortization_gap
 from .gradients import GradientNoise, gradient_noise, point_mass_note
 from .importance import IWAECurve, iwae_curve, log_weight_matrix, pareto_k
 from .latent import (POINT_MASS_NOTE, LatentDiagnostics, latent_diagnostics, posterior_means,
@@ -117,8 +117,13 @@ class Diagnosis:
             "failures": self.failures, "decoder": self.decoder, "data_shift": self.data_shift})
 
 
+#: Default images of the amortization gap: for a built-in guide family (``False``) and for a
+#: pair's own guide, refined on each image in turn (``True``).
+GAP_POINTS = {False: 100, True: 10}
+
+
 def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = None, elbo: str = "trace",
-             num_particles: int = 1, k_max: int = 5000, points: int = 500, gap_points: int = 100,
+             num_particles: int = 1, k_max: int = 5000, points: int = 500, gap_points: Optional[int] = None,
              gap_steps: int = 500, grad_repeats: int = 100, grad_batch: int = 128, seed: int = 0,
              progress: bool = False, log: Optional[Callable[[str], None]] = None,
              y_test: Optional[torch.Tensor] = None, y_train: Optional[torch.Tensor] = None) -> Diagnosis:
@@ -132,7 +137,10 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
     :param k_max: importance samples per image for the IWAE curve and k-hat.
     :param points: test images (evenly spaced through the test set) for the IWAE curve, k-hat,
         the latent diagnostics and the posterior draws.
-    :param gap_points: images of the amortization-gap sample (evenly spaced through ``points``).
+    :param gap_points: images of the amortization-gap sample (evenly spaced through ``points``;
+        default :data:`GAP_POINTS`: 100 for the built-in guide families, whose free per-image
+        parameters are optimized for all images at once, and 10 for any other pair, whose guide
+        is refined on each image in turn).
     :param gap_steps: Adam steps of the per-image optimization.
     :param grad_repeats: gradient draws for the gradient noise.
     :param grad_batch: minibatch size for the gradient noise.
@@ -149,12 +157,13 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
     idx = _evenly(len(x_test), points)
     x = x_test[torch.as_tensor(idx, device=x_test.device)]
     y = () if y_test is None else (y_test[torch.as_tensor(idx, device=y_test.device)],)
+    generic = not isinstance(vae, VAE) or bool(y)  # a pair read through traces, per latent site
+    gap_points = gap_points or GAP_POINTS[generic]
     settings = dict(k_max=k_max, points=int(len(idx)), gap_points=gap_points, gap_steps=gap_steps,
                     grad_repeats=grad_repeats, grad_batch=grad_batch, seed=seed, elbo=elbo,
                     num_particles=num_particles)
     seconds, notes = {}, {}
     t = time.perf_counter()
-    generic = not isinstance(vae, VAE) or bool(y)  # a pair read through traces, per latent site
     latent = (site_diagnostics(vae, x, *y, max_points=len(x), seed=seed) if generic
               else latent_diagnostics(vae, x, max_points=len(x), num_samples=4, seed=seed))
     seconds["latent"] = time.perf_counter() - t
@@ -190,14 +199,19 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
         d.gap_index = idx[gsel]
 
         def gap():
-            if generic:
-                d.gap = GapResult(note="the amortization gap refines a copy of a built-in guide family on each "
-                                       "image of an unconditional VAE; it is not computed for this model (see "
-                                       "docs/own_model.rst)")
+            sel = torch.as_tensor(gsel, device=x.device)
+            if generic:  # a copy of the pair's own guide refined on each image (any pair)
+                if not has_density(vae, x, *y):
+                    d.gap = GapResult(note=POINT_MASS_NOTE)
+                    return
+                say(f"amortization gap: the guide refined by {gap_steps} Adam steps on each of {len(gsel)} "
+                    "test images")
+                d.gap = pair_amortization_gap(vae, x[sel], *(a[sel] for a in y), steps=gap_steps,
+                                              log_px_samples=k_max, eval_samples=min(1000, max(k_max, 100)),
+                                              seed=seed + 1, progress=progress)
                 return
             say(f"amortization gap: {gap_steps} Adam steps on each of {len(gsel)} test images")
-            d.gap = amortization_gap(vae, x[torch.as_tensor(gsel, device=x.device)], steps=gap_steps,
-                                     log_px_samples=k_max,
+            d.gap = amortization_gap(vae, x[sel], steps=gap_steps, log_px_samples=k_max,
                                      eval_samples=min(1000, max(k_max, 100)), seed=seed + 1)
 
         _guarded(d, "amortization_gap", gap)
@@ -313,7 +327,7 @@ def write_figures(vae, d: Diagnosis, history: List[dict], x_test: torch.Tensor, 
 
 
 def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: int = 5000, points: int = 500,
-                 gap_points: int = 100, gap_steps: int = 500, grad_repeats: int = 100, seed: int = 0,
+                 gap_points: Optional[int] = None, gap_steps: int = 500, grad_repeats: int = 100, seed: int = 0,
                  progress: bool = False,
                  log: Optional[Callable[[str], None]] = None, posterior_points: int = 200,
                  posterior_draws: int = 100, device=None) -> Diagnosis:

@@ -13,20 +13,67 @@ the bars averaging the K draws; the KL terms of all sites add up to the ELBO's K
 (:math:`\\mathrm{ELBO} = \\text{rec} - \\sum_s \\mathrm{KL}_s`). For a hierarchy the KL of a lower
 site is taken against its conditional prior :math:`p(z_l \\mid z_{l+1})` at the guide's draws.
 A unit of a site is active when the variance over data of its posterior mean (the average of the
-K draws) exceeds 0.01 (Burda et al. 2015). The mutual information and the aggregate
-posterior's KL need cross-datum densities of a flat code and are not reported per site.
+K draws) exceeds 0.01 (Burda et al. 2015).
+
+The mutual information :math:`I(x; z_s)` of a site is reported where it is defined from the
+guide alone: for a site whose guide distribution depends on x only, not on the guide's other
+draws (found by re-running the guide with the other sites' draws replaced; for a bottom-up
+hierarchy, its first layer), as :math:`\\overline{\\log q(z_s|x_n) - \\log\\frac1N\\sum_m q(z_s|x_m)}`
+over the ``N`` data (Hoffman & Johnson 2016; at most :math:`\\log N`). The aggregate posterior's
+KL is not reported per site.
 """
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Dict, Optional
 
+import pyro
+import pyro.poutine as poutine
 import torch
 
-from ..traces import inspect_pair, site_log_probs
-from .latent import (ACTIVE_THRESHOLD, COLLAPSE_ACTIVE, COLLAPSE_KL, LatentDiagnostics, _subset)
+from ..traces import _sample_sites, inspect_pair, site_log_probs
+from .latent import (ACTIVE_THRESHOLD, COLLAPSE_ACTIVE, COLLAPSE_KL, LatentDiagnostics, _subset,
+                     aggregate_posterior_draws)
 
 __all__ = ["site_diagnostics", "decoder_dependence", "pair_epoch_metrics"]
+
+
+@torch.no_grad()
+def x_only_sites(pair, x: torch.Tensor, *args, names=None) -> Dict[str, object]:
+    """The latent sites whose guide distribution depends on the data alone, not on the guide's
+    other draws, each with that distribution for ``x`` (``batch_shape (N,)``, one event
+    dimension). Found by running the guide twice and once more with every other site's draw
+    taken from the second run: a site whose density of its own draw does not change is kept."""
+    with pyro.validation_enabled(False):
+        first = poutine.trace(pair.guide).get_trace(x, *args)
+        second = poutine.trace(pair.guide).get_trace(x, *args)
+        names = [n for n, s in _sample_sites(first).items() if not s["is_observed"] and (names is None or n in names)]
+        out = {}
+        for name in names:
+            fn, value = first.nodes[name]["fn"], first.nodes[name]["value"]
+            if fn.batch_shape != (len(x),) or len(fn.event_shape) != 1:
+                continue
+            data = {n: (first if n == name else second).nodes[n]["value"] for n in names}
+            mixed = poutine.trace(poutine.condition(pair.guide, data=data)).get_trace(x, *args)
+            if torch.allclose(mixed.nodes[name]["fn"].log_prob(value), fn.log_prob(value), atol=1e-5, rtol=1e-5):
+                out[name] = fn
+    return out
+
+
+def _site_mutual_info(pair, x: torch.Tensor, args, names) -> Dict[str, float]:
+    """:math:`I(x; z_s)` per site that depends on the data alone (see the module's description)."""
+    out = {}
+    try:
+        roots = x_only_sites(pair, x, *args, names=names) if len(x) >= 2 else {}
+    except Exception:  # noqa: BLE001 -- a guide that cannot be re-run conditioned: no I(x; z)
+        return out
+    for name, q in roots.items():
+        try:
+            _z, log_q_own, log_agg = aggregate_posterior_draws(q, num_samples=4)
+        except Exception:  # noqa: BLE001 -- a distribution that cannot score foreign codes
+            continue
+        out[name] = float((log_q_own - log_agg).mean())
+    return out
 
 
 @torch.no_grad()
@@ -64,6 +111,11 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
                           "activity": None if act is None else act.tolist()}
         if act is not None:
             activity += act.tolist()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        mutual = {} if point_mass else _site_mutual_info(pair, x, args, sites.latent)
+    for name in per_site:
+        per_site[name]["mutual_info"] = mutual.get(name)
     n_active = sum(s["active_units"] or 0 for s in per_site.values())
     kl_mean = None if point_mass else float(kl_total.mean())
     reasons = []
@@ -71,13 +123,15 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
         reasons.append(f"mean KL {kl_mean:.3f} nats < {min_kl:g}")
     if n_active < min_active_units:
         reasons.append(f"{n_active} active units < {min_active_units}")
-    note = ("per latent site from traces (Monte Carlo over "
-            f"{num_samples} draws); mutual information and the aggregate posterior's KL are not reported for "
+    single = len(per_site) == 1 and mutual  # one flat code: its I(x; z) is the model's
+    note = (f"per latent site from traces (Monte Carlo over {num_samples} draws); I(x; z) per site where "
+            "the guide draws it from the data alone"
+            + ("" if mutual else " (no such site here)") + "; the aggregate posterior's KL is not reported for "
             "this pair")
     return LatentDiagnostics(
         rec=float(rec.mean()) if point_mass else float(rec.mean()), kl=kl_mean, kl_closed_form=False,
         kl_per_dim=None, kl_per_dim_note="per site: see sites", activity=activity, active_units=n_active,
-        mutual_info=None, marginal_kl=None, collapse=bool(reasons), collapse_reason="; ".join(reasons),
+        mutual_info=next(iter(mutual.values())) if single else None, marginal_kl=None, collapse=bool(reasons), collapse_reason="; ".join(reasons),
         num_points=len(x), active_threshold=active_threshold, min_kl=min_kl, min_active_units=min_active_units,
         note=note, seconds=time.perf_counter() - t0, sites=per_site)
 

@@ -197,13 +197,20 @@ def _latent(lat: dict, latent_dim: int, beta: float = 1.0) -> List[Verdict]:
         mi = lat["mutual_info"]
         ceiling = (" -- close to that ceiling, so the true I(x; z) is probably larger and KL(q(z) || p(z)) "
                    "smaller" if mi > 0.9 * cap else "")
-        out.append(Verdict("Information in the code", "note",
-                           f"I(x; z) = {mi:.2f} nats (this estimate is at most log {lat['num_points']} = {cap:.2f} "
-                           f"on {lat['num_points']} images{ceiling}), KL(q(z) || p(z)) = {lat['marginal_kl']:.2f} nats",
-                           "ELBO surgery: mean KL = I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016)",
-                           "A large KL(q(z) || p(z)) means the codes the encoder uses do not look like draws "
-                           "from the prior: samples from p(z) will then decode to less typical images; a richer "
-                           "prior (mixture, VampPrior) closes this gap."))
+        value = (f"I(x; z) = {mi:.2f} nats (this estimate is at most log {lat['num_points']} = {cap:.2f} "
+                 f"on {lat['num_points']} images{ceiling})")
+        if lat.get("marginal_kl") is None:  # a pair's own code: I(x; z) from its guide alone
+            out.append(Verdict("Information in the code", "note", value,
+                               "I(x; z) of the aggregate posterior of these images (Hoffman & Johnson 2016)",
+                               "How many nats about each image the code carries on average; the aggregate "
+                               "posterior's KL to the prior is not computed for this pair."))
+        else:
+            out.append(Verdict("Information in the code", "note",
+                               value + f", KL(q(z) || p(z)) = {lat['marginal_kl']:.2f} nats",
+                               "ELBO surgery: mean KL = I(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016)",
+                               "A large KL(q(z) || p(z)) means the codes the encoder uses do not look like draws "
+                               "from the prior: samples from p(z) will then decode to less typical images; a richer "
+                               "prior (mixture, VampPrior) closes this gap."))
     return out
 
 
