@@ -129,7 +129,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
            guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),
     # runs written before the moving average and spectral normalization existed had neither
     Family("gan", "the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)",
-           "GAN (the decoder network as its generator)", _build_gan, guide=None, settings=GANSettings, density=False, older={"ema": 0.0, "spectral_norm": False}),
+           "GAN (the decoder network as its generator)", _build_gan, guide=None, settings=GANSettings, density=False,
+           older={"ema": 0.0, "spectral_norm": False}),
     Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)",
            "your own model/guide pair", _build_module,
            guide=None, generic=True, train_defaults={"elbo": "trace"}, refuses=("guide", "prior", "net", "activation")),

@@ -110,5 +110,31 @@ def best_diagonal_kl(W, b, s) -> float:
     return float(0.5 * (torch.log(torch.diagonal(prec)).sum() + torch.logdet(cov)))
 
 
-__all__ = ["LinearDecoder", "marginal", "exact_log_px", "posterior", "diagonal_kl_to_posterior", "PosteriorGuide",
+def orthogonal_ppca(scale_factor=1.0, shift_sd=0.0, n=30, seed=1, D=6, L=2):
+    """A pPCA VAE built from the library's VAE (Gaussian likelihood of fixed scale 0.1, standard
+    prior) with W = Q diag(1.5, 0.8) of orthonormal Q, whose guide is the exact (diagonal)
+    posterior scaled by ``scale_factor`` and shifted by ``shift_sd`` posterior sds; ``n`` data
+    drawn from it with ``seed``, and their exact log p(x): ``(vae, x, log_px)``."""
+    from pyro_gen.likelihoods import Gaussian
+    from pyro_gen.priors import StandardNormal
+    from pyro_gen.vae import VAE
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(D, L, generator=g))
+    c = torch.tensor([1.5, 0.8])
+    W, b = Q * c, torch.randn(D, generator=g)
+    lik = Gaussian()
+    s = float(lik.scale)
+    guide = PosteriorGuide(W, b, s, scale_factor=scale_factor, shift_sd=shift_sd)
+    vae = VAE(guide=guide, decoder=LinearDecoder(W, b), prior=StandardNormal(L), likelihood=lik).eval()
+    z = torch.randn(n, L, generator=g)
+    x = (z @ W.T + b + s * torch.randn(n, D, generator=g)).reshape(n, 1, 1, D)
+    return vae, x, exact_log_px(W, b, s, x).float()
+
+
+def normal_kl(m1, s1, m2, s2):
+    """KL(N(m1, s1^2) || N(m2, s2^2)) elementwise."""
+    return torch.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5
+
+
+__all__ = ["orthogonal_ppca", "normal_kl", "LinearDecoder", "marginal", "exact_log_px", "posterior", "diagonal_kl_to_posterior", "PosteriorGuide",
            "PPCAPair", "best_diagonal_kl", "math"]

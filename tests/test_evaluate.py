@@ -14,24 +14,14 @@ from pyro_gen.evaluate import elbo_per_datum, importance_log_likelihood, log_wei
 from pyro_gen.likelihoods import Gaussian
 from pyro_gen.priors import StandardNormal
 from pyro_gen.vae import VAE
-from _ppca import LinearDecoder  # noqa: E402
+from _ppca import LinearDecoder, PosteriorGuide as _Posterior  # noqa: E402
 
 D, d, S = 6, 2, 0.5
 
 
-class PosteriorGuide(nn.Module):
-    """The exact pPCA posterior, optionally mis-scaled / shifted."""
-
-    def __init__(self, W, b, scale_factor=1.0, shift=0.0):
-        super().__init__()
-        self.W, self.b, self.scale_factor, self.shift = W, b, scale_factor, shift
-        self.m_diag = (W ** 2).sum(0) + S ** 2
-
-    def forward(self, x):
-        xf = x.reshape(x.shape[0], D)
-        loc = (xf - self.b) @ self.W / self.m_diag + self.shift
-        scale = (S / self.m_diag.sqrt()).expand_as(loc) * self.scale_factor
-        return dist.Normal(loc, scale).to_event(1)
+def PosteriorGuide(W, b, scale_factor=1.0, shift=0.0):
+    """The exact pPCA posterior (tests/_ppca.py), optionally mis-scaled / shifted."""
+    return _Posterior(W, b, S, scale_factor=scale_factor, shift=shift)
 
 
 @pytest.fixture

@@ -21,22 +21,15 @@ from pyro_gen.objectives import (KLSchedule, RenyiBound, make_elbo, make_objecti
 from pyro_gen.priors import StandardNormal
 from pyro_gen.train import TrainSettings, fit
 from pyro_gen.vae import VAE, ModelSpec
-from _ppca import LinearDecoder  # noqa: E402
+from _ppca import LinearDecoder, PosteriorGuide  # noqa: E402
 
 D, d, S = 6, 2, 0.5
 TINY = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "64", "--quiet", "--epochs", "1"]
 
 
-class WideGuide(nn.Module):
-    """The exact pPCA posterior (W has orthogonal columns), 1.5 times wider and shifted by 0.3."""
-
-    def __init__(self, W, b):
-        super().__init__()
-        self.W, self.b, self.m = W, b, (W ** 2).sum(0) + S ** 2
-
-    def forward(self, x):
-        loc = (x.reshape(x.shape[0], D) - self.b) @ self.W / self.m + 0.3
-        return dist.Normal(loc, 1.5 * (S / self.m.sqrt()).expand_as(loc)).to_event(1)
+def WideGuide(W, b):
+    """The exact pPCA posterior (W has orthogonal columns; tests/_ppca.py), 1.5 times wider and shifted by 0.3."""
+    return PosteriorGuide(W, b, S, scale_factor=1.5, shift=0.3)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""The amortization gap of any model/guide pair (diagnostics.gap.pair_amortization_gap) against the
-closed forms of pPCA written as a plain Pyro pair (tests/_ppca.py).
+"""The amortization and approximation gaps (diagnostics.gap) against pPCA's closed forms
+(tests/_ppca.py): for the built-in diagonal guide (its free per-datum parameters), and for any
+model/guide pair (a copy of its own guide refined on each datum), with pPCA written as a plain
+Pyro pair.
 
 W has non-orthogonal columns, so the exact posterior is a correlated Normal and a diagonal guide
 cannot reach it: the approximation gap is KL(q* || posterior) with q* the best diagonal Normal
@@ -14,9 +16,36 @@ import torch
 from torch import nn
 
 from _ppca import PPCAPair, best_diagonal_kl, diagonal_kl_to_posterior, exact_log_px, marginal, posterior
-from pyro_gen.diagnostics.gap import guide_only_parameters, pair_amortization_gap
+from _ppca import orthogonal_ppca as ppca
+from pyro_gen.diagnostics.gap import amortization_gap, guide_only_parameters, pair_amortization_gap
 
 D, L, S = 5, 2, 0.5
+
+
+# ---------------------------------------------------------------- amortization gap
+
+def test_amortization_gap_exact_encoder_is_zero():
+    """Exact encoder: both gaps are 0 within 0.05 nats, log p(x) is exact within 0.02."""
+    vae, x, log_px = ppca(n=10)
+    gap = amortization_gap(vae, x, steps=100, lr=0.03, eval_samples=1000, log_px_samples=1000).to_dict()
+    assert abs(gap["amortization_gap"]) < 0.05 and abs(gap["approximation_gap"]) < 0.05
+    assert gap["amortization_gap"] > -0.05
+    assert gap["log_px"] == pytest.approx(float(log_px.mean()), abs=0.02)
+
+
+def test_amortization_gap_recovers_closed_form_kl():
+    """Encoder off by one posterior sd and scale x0.5: the family contains the posterior, so the
+    approximation gap is ~0 (0.05) and the amortization gap is KL(q || posterior) in closed form
+    (2 x (log 2 + 1.25/2 - 1/2) = 1.64 nats; tolerance 0.08)."""
+    vae, x, log_px = ppca(scale_factor=0.5, shift_sd=1.0, n=10)
+    gap = amortization_gap(vae, x, steps=100, lr=0.03, eval_samples=1000, log_px_samples=1000).to_dict()
+    expected = 2 * (math.log(2) + 1.25 / 2 - 0.5)
+    assert gap["amortization_gap"] == pytest.approx(expected, abs=0.08)
+    assert abs(gap["approximation_gap"]) < 0.05
+    assert gap["elbo_amortized"] == pytest.approx(float(log_px.mean()) - expected, abs=0.05)
+
+
+# ---------------------------------------------------------------- any pair: its own guide refined
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 from pyro_gen import _arviz
 from pyro_gen.cli import main
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.rst"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.rst"
 
 
 def _snippets() -> dict:
