@@ -106,23 +106,27 @@ class GAN(nn.Module):
 
     :param decoder: a decoder network from :mod:`pyro_gen.nets`.
     :param discriminator: a :class:`Discriminator`.
-    :param likelihood: a likelihood module; only its ``mean`` is used, as the output layer.
+    :param likelihood: the name of the VAE likelihood whose mean maps the decoder's raw outputs to
+        images (:math:`\\sigma(\\cdot)` for ``bernoulli``): the generator's output activation
+        (:attr:`output`); a GAN has no likelihood.
     :param latent_dim: size of z.
     :param average: keep a moving average of the decoder's weights, used for sampling.
     """
 
-    def __init__(self, decoder: nn.Module, discriminator: nn.Module, likelihood: nn.Module, latent_dim: int,
+    def __init__(self, decoder: nn.Module, discriminator: nn.Module, likelihood: str, latent_dim: int,
                  average: bool = False):
         super().__init__()
         self.decoder = decoder
         self.discriminator = discriminator
-        self.likelihood = likelihood
+        self.output = make_likelihood(likelihood).mean  # raw outputs -> images; holds no parameters
+        # checkpoints written when the output layer was a likelihood module held its (unused) buffers
+        self._register_load_state_dict_pre_hook(_drop_likelihood_keys)
         self.latent_dim = int(latent_dim)
         self.average = copy.deepcopy(decoder).requires_grad_(False) if average else None
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`G(z)` with the current weights, differentiable, shape ``z.shape[:-1] + (C, H, W)``."""
-        return self.likelihood.mean(self.decoder(z))
+        return self.output(self.decoder(z))
 
     @torch.no_grad()
     def update_average(self, decay: float) -> None:
@@ -141,7 +145,7 @@ class GAN(nn.Module):
         """:math:`G(z)` without gradients, with the averaged weights if the GAN keeps an average
         (the same method name as :meth:`pyro_gen.vae.VAE.decode`)."""
         net = self.decoder if self.average is None else self.average
-        return self.likelihood.mean(net(z))
+        return self.output(net(z))
 
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None,
@@ -152,6 +156,11 @@ class GAN(nn.Module):
             raise InputError("this GAN is unconditional: it cannot draw images of a given label")
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")  # on the CPU: the same draws on any device
         return self.decode(z.to(next(self.decoder.parameters()).device))
+
+
+def _drop_likelihood_keys(state_dict, prefix, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "likelihood.")]:
+        del state_dict[key]
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
@@ -193,7 +202,7 @@ def build_gan(spec: ModelSpec, settings: Optional["GANSettings"] = None) -> GAN:
     disc = Discriminator(body)
     if settings.spectral_norm:
         add_spectral_norm(disc)
-    return GAN(decoder, disc, make_likelihood(spec.likelihood), spec.latent_dim, average=settings.ema > 0)
+    return GAN(decoder, disc, spec.likelihood, spec.latent_dim, average=settings.ema > 0)
 
 
 # --- losses -----------------------------------------------------------------------------------
@@ -463,10 +472,10 @@ def fit_gan(gan: GAN, train_x: np.ndarray, settings: GANSettings = GANSettings()
 # --- run directory ----------------------------------------------------------------------------
 
 def gan_spec(image_shape, **model_kw) -> ModelSpec:
-    """A :class:`~pyro_gen.vae.ModelSpec` for a GAN: the VAE's fields, with ``guide="none"`` and
+    """A :class:`~pyro_gen.vae.ModelSpec` for a GAN: the VAE's fields, with no guide (``None``) and
     ``activation="leaky_relu"`` unless ``model_kw`` gives another."""
     model_kw.setdefault("activation", "leaky_relu")
-    return ModelSpec(image_shape=tuple(image_shape), guide="none", **model_kw)
+    return ModelSpec(image_shape=tuple(image_shape), guide=None, **model_kw)
 
 
 def load_gan_run(run_dir):

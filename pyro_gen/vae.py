@@ -32,6 +32,7 @@ from torch import nn
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
+from .errors import InputError
 from .priors import make_prior, sample_prior
 
 __all__ = ["VAE", "ModelSpec"]
@@ -133,7 +134,8 @@ class ModelSpec:
     :param net: ``"mlp"`` or ``"conv"``.
     :param hidden: hidden widths of the encoder (the decoder mirrors them).
     :param likelihood: a name from :data:`pyro_gen.likelihoods.LIKELIHOODS`.
-    :param guide: a guide spec string (:func:`pyro_gen.guides.make_guide`), e.g. ``"iaf:2"``.
+    :param guide: a guide spec string (:func:`pyro_gen.guides.make_guide`), e.g. ``"iaf:2"``;
+        ``None`` for a model without one (the GAN's spec, :func:`pyro_gen.gan.gan_spec`).
     :param prior: a prior spec string (:func:`pyro_gen.priors.make_prior`), e.g. ``"vamp:50"`` or
         ``"module:my_priors:LaplacePrior"`` (imported again whenever the model is rebuilt).
     :param condition_dim: size of the side vector (the number of classes for one-hot labels) that
@@ -147,13 +149,15 @@ class ModelSpec:
     net: str = "mlp"
     hidden: Tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
-    guide: str = "diagonal"
+    guide: Optional[str] = "diagonal"
     prior: str = "standard"
     condition_dim: int = 0
     activation: str = "softplus"
 
     def build(self) -> VAE:
         """Construct the :class:`VAE` this spec describes."""
+        if self.guide is None:
+            raise InputError("this spec has no guide (a GAN's networks): it describes no VAE")
         encoder, decoder = make_networks(self.net, tuple(self.image_shape), self.latent_dim, self.hidden,
                                          condition_dim=self.condition_dim, activation=self.activation)
         guide = make_guide(self.guide, encoder, self.latent_dim)
@@ -170,4 +174,6 @@ class ModelSpec:
         d = dict(d)
         d["image_shape"] = tuple(d["image_shape"])
         d["hidden"] = tuple(d["hidden"])
+        if d.get("guide") == "none":  # GAN runs written before a spec could have no guide
+            d["guide"] = None
         return cls(**d)

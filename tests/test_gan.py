@@ -381,3 +381,28 @@ def test_compare_needs_labels(tmp_path, mnist, capsys):
     assert main(["compare", "--models", "gan", "--data", str(path), "--out", str(tmp_path / "c"),
                  "--budget-seconds", "0.01", "--hidden", "8", "--latent-dim", "2", "--quiet"]) == 2
     assert "need class labels" in capsys.readouterr().err
+
+
+def test_a_gan_has_no_guide_and_no_likelihood_and_older_runs_still_load(gan_run, tmp_path):
+    """The GAN's spec has no guide (null in config.json) and its output layer holds no state; a run
+    written before (guide "none", the likelihood's buffers in the checkpoint) loads the same."""
+    import shutil
+    from pyro_gen.checkpoint import load_checkpoint, save_checkpoint
+    from pyro_gen.run import load_run
+    config = json.loads((gan_run / "config.json").read_text())
+    assert config["model"]["guide"] is None
+    run = load_run(gan_run)
+    assert not any("likelihood" in k for k in run.model.state_dict())
+    with pytest.raises(ValueError, match="has no guide"):
+        run.spec.build()
+    old = tmp_path / "old"
+    shutil.copytree(gan_run, old)
+    config["model"]["guide"] = "none"
+    (old / "config.json").write_text(json.dumps(config))
+    state = load_checkpoint(old / "checkpoint.pt")
+    state["model"]["likelihood.raw_scale"] = torch.tensor(0.0)
+    save_checkpoint(old / "checkpoint.pt", state)
+    again = load_run(old)
+    assert again.spec.guide is None
+    z = torch.randn(3, run.model.latent_dim)
+    assert torch.equal(again.model.decode(z), run.model.decode(z))
