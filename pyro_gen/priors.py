@@ -15,6 +15,8 @@ Priors are built from spec strings by :func:`make_prior` (the strings stored in 
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -402,10 +404,14 @@ def make_prior(spec: str, latent_dim: int, guide: Optional[nn.Module] = None, **
 
 
 def sample_prior(prior: nn.Module, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``n`` draws ``(n, latent_dim)`` from ``prior()``; with ``generator``, reproducibly from its state
-    (the global RNG is left as it was)."""
+    """``n`` draws ``(n, latent_dim)`` from ``prior()``; with ``generator`` (a CPU generator),
+    reproducibly from its state (the global RNG is left as it was): the draws are made on the CPU,
+    from a CPU copy of a prior that lives on another device, so they are the same on any device,
+    and returned on the prior's device."""
     if generator is None:
         return prior().sample((n,))
-    with torch.random.fork_rng():
+    device = next(iter(prior.parameters()), next(iter(prior.buffers()), torch.empty(0, device="cpu"))).device
+    on_cpu = prior if device.type == "cpu" else copy.deepcopy(prior).to("cpu")
+    with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(generator.get_state())
-        return prior().sample((n,))
+        return on_cpu().sample((n,)).to(device)
