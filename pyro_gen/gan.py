@@ -57,14 +57,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import (CHECKPOINT, CONFIG, RunError)
+from .checkpoint import CHECKPOINT, RunError
 from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
 from .train import FitResult, adam, train_epochs
 from .vae import ModelSpec
 from .errors import InputError
 
-__all__ = ["GAN", "Discriminator", "GANSettings", "AdversarialStep", "GAN_LOSSES", "build_gan", "fit_gan", "load_gan_run",
+__all__ = ["GAN", "Discriminator", "GANSettings", "AdversarialStep", "GAN_LOSSES", "build_gan", "fit_gan",
            "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec", "ema_decay",
            "add_spectral_norm"]
 
@@ -476,17 +476,3 @@ def gan_spec(image_shape, **model_kw) -> ModelSpec:
     ``activation="leaky_relu"`` unless ``model_kw`` gives another."""
     model_kw.setdefault("activation", "leaky_relu")
     return ModelSpec(image_shape=tuple(image_shape), guide=None, **model_kw)
-
-
-def load_gan_run(run_dir):
-    """:func:`pyro_gen.run.load_run` of a GAN run: a :class:`~pyro_gen.run.Run` whose ``model``
-    (also ``run.gan``) is the trained :class:`GAN`.
-
-    :raises RunError: if the folder is not a GAN run, or its config or checkpoint is missing,
-        corrupt or incompatible.
-    """
-    from .run import load_run, read_config
-    path, config = read_config(run_dir)
-    if config.get("model_kind") != "gan":
-        raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a GAN run")
-    return load_run(path)

@@ -249,8 +249,7 @@ def render_report(d: dict, config: dict, history: List[dict], figures_dir, summa
     figures_dir, figures = Path(figures_dir), d.get("figures", {})
     verdicts, s = d.get("verdicts", []), d["settings"]
     worst = [v for v in verdicts if v["status"] in ("problem", "warning")]
-    from .diagnostics.verdicts import summary_line
-    counted = f" <span class='small'>({_e(summary_line(verdicts))})</span>"
+    counted = f" <span class='small'>({_e(d.get('summary', ''))})</span>" if d.get("summary") else ""
     headline = ("<p><b>Nothing looks wrong.</b>" + counted + "</p>" if not worst else
                 "<p><b>Look at:</b> " + "; ".join(f"{_e(v['check'])} ({_e(v['status'])})" for v in worst) + "."
                 + counted + "</p>")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,11 +19,7 @@ from . import __version__
 from .checkpoint import CHECKPOINT, CONFIG, FORMAT_VERSION, METRICS, RunError, load_checkpoint, read_json, read_jsonl
 from .data import Dataset, binarize_fixed, load_data
 from .errors import InputError
-from .train import TrainSettings
 from .vae import ModelSpec
-
-if TYPE_CHECKING:
-    from .gan import GANSettings
 
 __all__ = ["Run", "load_run", "read_config", "load_state", "run_data", "make_config", "split_tensor", "build_model",
            "conditions", "on_side_vectors", "CONDITION_SOURCES"]
@@ -41,7 +37,7 @@ class Run:
     path: Path
     config: dict
     spec: ModelSpec
-    settings: Union[TrainSettings, "GANSettings"]
+    settings: object  #: the family's settings: TrainSettings, or GANSettings for the GAN
     model: nn.Module
     history: list
 
@@ -77,7 +73,7 @@ def run_data(config: dict, spec: ModelSpec, data_spec: Optional[str] = None) -> 
     return ds
 
 
-def make_config(spec: ModelSpec, settings: Union[TrainSettings, "GANSettings"], data_spec: str, data_root=None,
+def make_config(spec: ModelSpec, settings, data_spec: str, data_root=None,
                 model_kind: str = "vae", condition: Optional[str] = None) -> dict:
     """The content of ``config.json``; ``condition`` (one of :data:`CONDITION_SOURCES`) says what a
     conditional model is conditioned on."""
@@ -163,17 +159,20 @@ def load_state(model, path: Path) -> None:
         raise RunError(f"{path / CHECKPOINT}: does not match {CONFIG} ({str(e).splitlines()[0]})") from None
 
 
-def load_run(run_dir, require_checkpoint: bool = True) -> Run:
+def load_run(run_dir, require_checkpoint: bool = True, family: Optional[str] = None) -> Run:
     """Rebuild a trained model from a run directory.
 
     :param run_dir: a folder written by ``pyro-gen train`` (or :func:`pyro_gen.train.fit` plus a
         ``config.json`` from :func:`make_config`).
     :param require_checkpoint: with ``False``, a run stopped before its first checkpoint loads
         as its configuration with an untrained model (``history`` empty).
+    :param family: the family the run must be of (e.g. ``"gan"``); ``None``: any.
     :raises RunError: if the folder, its config or its checkpoint is missing, corrupt or incompatible.
     """
     from .families import family_of
     path, config = read_config(run_dir)
+    if family is not None and config.get("model_kind") != family:
+        raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a {family} run")
     try:
         spec = ModelSpec.from_dict(config["model"])
         settings = family_of(config).load_settings(config["train"])

@@ -10,10 +10,11 @@ import torch
 from torch.nn import functional as F
 
 from pyro_gen.checkpoint import RunError
+from pyro_gen.run import load_run
 from pyro_gen.cli import main
 from pyro_gen.compare import StopTraining, WallClockBudget
 from pyro_gen.gan import (GANSettings, add_spectral_norm, build_gan, discriminator_loss, ema_decay, fit_gan,
-                          gan_spec, generator_loss, gradient_penalty, load_gan_run)
+                          gan_spec, generator_loss, gradient_penalty)
 from pyro_gen.nets import ConvEncoder, MLPDecoder, MLPEncoder
 from pyro_gen.vae import ModelSpec
 
@@ -246,20 +247,20 @@ def test_train_gan_writes_a_run_directory_that_loads(gan_run):
     assert config["model_kind"] == "gan" and config["train"]["loss"] == "ns"
     assert config["model"]["hidden"] == [16] and config["model"]["latent_dim"] == 2
     assert config["model"]["activation"] == "leaky_relu"  # the GAN's default generator activation
-    run = load_gan_run(gan_run)
+    from pyro_gen.run import Run, load_run
+    run = load_run(gan_run, family="gan")
     assert run.settings.epochs == 1 and len(run.history) == 1
     # the default stabilisers: spectral norm on the spec's network kind, samples from the weight average
     assert (run.settings.disc_net, run.settings.spectral_norm, run.settings.ema) == (None, True, 0.999)
     assert GANSettings(loss="wgan-gp").spectral_norm is False  # the gradient penalty instead
     assert isinstance(run.gan.discriminator.body, MLPEncoder) and run.gan.average is not None
-    from pyro_gen.run import Run, load_run
     assert isinstance(run, Run) and type(load_run(gan_run).model) is type(run.gan) and run.gan is run.model
     vae_config = {**config, "model_kind": "vae", "model": {**config["model"], "guide": "diagonal"},
                   "train": {"epochs": 1}}
     (gan_run.parent / "vae").mkdir(exist_ok=True)
     (gan_run.parent / "vae" / "config.json").write_text(json.dumps(vae_config))
-    with pytest.raises(RunError, match="not a GAN run"):  # load_gan_run checks the family
-        load_gan_run(gan_run.parent / "vae")
+    with pytest.raises(RunError, match="not a GAN run"):  # the family it must be
+        load_run(gan_run.parent / "vae", family="gan")
 
 
 def test_sample_works_on_a_gan_run(gan_run, tmp_path):
@@ -276,7 +277,7 @@ def test_wgan_gp_trains_and_resumes_through_the_cli(tmp_path, small_npz, capsys)
     assert main(["train", "--model", "gan", "--gan-loss", "wgan-gp", "--d-lr", "3e-4", "--data", str(small_npz),
                  "--epochs", "1", "--out", str(out), *TINY]) == 0
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
-    run = load_gan_run(out)
+    run = load_run(out)
     assert run.settings.loss == "wgan-gp" and run.settings.d_lr == 3e-4 and run.settings.lr == 2e-4
     assert [r["epoch"] for r in run.history] == [1, 2] and "gradient_penalty" in run.history[0]
     capsys.readouterr()
@@ -301,7 +302,7 @@ def test_conv_discriminator_with_mlp_generator_through_the_cli(tmp_path, small_n
     out = tmp_path / "convd"
     assert main(["train", "--model", "gan", "--disc-net", "conv", "--no-spectral-norm", "--ema", "0",
                  "--data", str(small_npz), "--epochs", "1", "--out", str(out), *TINY]) == 0
-    run = load_gan_run(out)
+    run = load_run(out)
     assert (run.settings.disc_net, run.settings.spectral_norm, run.settings.ema) == ("conv", False, 0.0)
     assert isinstance(run.gan.discriminator.body, ConvEncoder) and isinstance(run.gan.decoder, MLPDecoder)
     assert run.gan.average is None

@@ -29,7 +29,7 @@ from .importance import IWAECurve, iwae_curve, log_weight_matrix, pareto_k
 from .latent import (POINT_MASS_NOTE, LatentDiagnostics, latent_diagnostics, posterior_means,
                      unsupported_reason)
 from .sites import decoder_dependence, site_diagnostics
-from .verdicts import Verdict, khat_threshold, make_verdicts
+from .verdicts import Verdict, khat_threshold, make_verdicts, summary_line
 from ..errors import InputError
 
 __all__ = ["Diagnosis", "diagnose", "diagnose_run", "to_jsonable", "FIGURES"]
@@ -113,7 +113,8 @@ class Diagnosis:
             "gap": dict(self.gap.to_dict(), test_index=self.gap_index.tolist(),
                         log_px_per_datum=None if self.gap.log_px is None else self.gap.log_px),
             "gradients": [g.to_dict() for g in self.gradients], "notes": self.notes, "seconds": self.seconds,
-            "verdicts": [v.to_dict() for v in self.verdicts], "figures": self.figures, "run_dir": self.run_dir,
+            "verdicts": [v.to_dict() for v in self.verdicts], "summary": summary_line(self.verdicts),
+            "figures": self.figures, "run_dir": self.run_dir,
             "failures": self.failures, "decoder": self.decoder, "data_shift": self.data_shift})
 
 
