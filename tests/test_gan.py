@@ -259,7 +259,7 @@ def test_train_gan_writes_a_run_directory_that_loads(gan_run):
                   "train": {"epochs": 1}}
     (gan_run.parent / "vae").mkdir(exist_ok=True)
     (gan_run.parent / "vae" / "config.json").write_text(json.dumps(vae_config))
-    with pytest.raises(RunError, match="not a GAN run"):  # the family it must be
+    with pytest.raises(RunError, match="a vae run, not a gan run"):  # the family it must be
         load_run(gan_run.parent / "vae", family="gan")
 
 
