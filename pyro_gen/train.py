@@ -11,6 +11,11 @@ as fast as a hand-written PyTorch step and makes checkpoints plain state dicts.
 
 Each epoch appends a row to ``metrics.jsonl`` and writes ``checkpoint.pt`` atomically, so a run
 that is killed can be resumed (``resume=True``) from its last complete epoch, bit-exactly.
+
+Every model trains in one epoch loop, :func:`train_epochs` (minibatches, the device, binarization,
+progress, metrics, the non-finite guard, checkpoints, resume, torchrun); what a minibatch does is
+its *step*: :class:`SVIStep` for a model/guide pair (``fit``), the adversarial step of
+:class:`pyro_gen.gan.AdversarialStep` for the GAN (``pyro_gen.gan.fit_gan``).
 """
 from __future__ import annotations
 

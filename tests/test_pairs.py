@@ -214,3 +214,11 @@ def test_hvae_trains_evaluates_diagnoses_and_samples(tmp_path, small_npz, capsys
     assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
     assert main(["diagnose", str(run), *DIAG]) == 0
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
+
+
+def test_the_hvae_family_defaults_to_the_trace_elbo_and_a_kl_warm_up_the_user_can_change():
+    hvae = FAMILIES["hvae"]
+    assert hvae.defaults_for({}) == {"elbo": "trace", "warmup_epochs": 10}
+    assert hvae.defaults_for({"epochs": 3}) == {"elbo": "trace", "warmup_epochs": 1, "epochs": 3}  # at most half
+    assert hvae.defaults_for({"warmup_epochs": 0})["warmup_epochs"] == 0
+    assert FAMILIES["vae"].defaults_for({"lr": 1e-3}) == {"lr": 1e-3}

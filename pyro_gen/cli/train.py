@@ -380,7 +380,7 @@ def cmd_train(args) -> int:
         run_dir = args.out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists():
             raise UsageError(f"{run_dir} already holds a run: continue it with --resume or choose another --out")
-        settings = TrainSettings(**{**FAMILIES[model].train_defaults, **_labelled_train_kw(args, model, train_kw)})
+        settings = TrainSettings(**FAMILIES[model].defaults_for(_labelled_train_kw(args, model, train_kw)))
         data_spec = args.data or "mnist-10k"
     likelihood = model_kw.get("likelihood", "bernoulli") if not resuming else spec.likelihood
     ds = (run.load_data() if resuming else load_data(data_spec, likelihood=likelihood, root=args.data_root))
