@@ -200,11 +200,16 @@ def _gap_section(gap: dict) -> str:
                    [[_e(a), _num(gap[k]), _num(gap[k + "_stderr"], 3)] for a, k in rows], numeric=[1, 2])
     return (f"<p>The inference gap log p(x) - ELBO splits into the price of the guide family (approximation gap) "
             f"and the price of sharing one encoder across all images (amortization gap) (Cremer et al. 2018). "
-            f"For each of {gap['num_data']} test images, a q of the guide's family was optimized on its own "
-            f"(started at the encoder's output, {gap['steps']} Adam steps, {gap['num_samples']} draws per step); "
+            + (f"For each of {gap['num_data']} test images, a copy of the pair's own guide was refined on that image "
+               f"alone (the parameters the guide uses and the model does not, from their trained values, "
+               if gap.get("refined_guide") else
+               f"For each of {gap['num_data']} test images, a q of the guide's family was optimized on its own "
+               f"(started at the encoder's output, ")
+            + f"{gap['steps']} Adam steps, {gap['num_samples']} draws per step); "
             f"ELBOs use {gap['eval_samples']} draws with common random numbers; log p(x) is importance sampled "
             f"with {gap['log_px_samples']} draws from the equal mixture of both q's. That estimate is itself a "
-            f"stochastic lower bound: where k-hat is high it is too low, and so is the approximation gap.</p>" + table)
+            f"stochastic lower bound: where k-hat is high it is too low, and so is the approximation gap."
+            + (f" {_e(gap['note'])}." if gap.get("note") else "") + "</p>" + table)
 
 
 def _gradient_section(grads: List[dict], note: str) -> str:

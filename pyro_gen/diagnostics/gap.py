@@ -135,6 +135,8 @@ class GapResult:
     :param elbo_amortized: :math:`\\mathrm{ELBO}(q_\\phi)`.
     :param elbo_optimized: :math:`\\mathrm{ELBO}(q^*)`.
     :param index: which of the given data these are (all of them).
+    :param refined_guide: :math:`q^*` is a copy of the pair's own guide refined on each datum
+        (:func:`pair_amortization_gap`), not free per-datum parameters of a built-in family.
     """
 
     log_px: Optional[np.ndarray] = None
@@ -146,6 +148,7 @@ class GapResult:
     eval_samples: int = 0
     log_px_samples: int = 0
     note: str = ""
+    refined_guide: bool = False
 
     @property
     def approximation_gap(self) -> np.ndarray:
@@ -160,7 +163,8 @@ class GapResult:
     def to_dict(self) -> dict:
         """Means and standard errors over data (nats), and the settings."""
         out = {"steps": self.steps, "lr": self.lr, "num_samples": self.num_samples,
-               "eval_samples": self.eval_samples, "log_px_samples": self.log_px_samples, "note": self.note}
+               "eval_samples": self.eval_samples, "log_px_samples": self.log_px_samples, "note": self.note,
+               "refined_guide": self.refined_guide}
         if self.log_px is None:
             return out
         n = len(self.log_px)
@@ -303,7 +307,7 @@ def _pair_mixture_log_px(pair, x, args, sites, params, states, num_samples: int)
     return torch.logsumexp(lw, 0) - math.log(len(lw))
 
 
-def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: float = 1e-2, num_samples: int = 8,
+def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: float = 1e-3, num_samples: int = 8,
                           eval_samples: int = 1000, log_px_samples: int = 5000, seed: int = 0,
                           progress: bool = False) -> GapResult:
     """Approximation and amortization gaps of any model/guide pair (:mod:`pyro_gen.traces`) on data ``x``.
@@ -315,7 +319,12 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
     as a cosine to ``lr / 20``), with the model fixed; they are restored afterwards. The ELBOs of
     both guides use the same draws (common random numbers); :math:`\\log p(x)` is importance
     sampled from their equal mixture, as for the built-in guides. Every latent site of the guide
-    must be reparameterizable.
+    must be reparameterizable. The learning rate is ten times lower than the built-in guides'
+    (network weights, not a datum's own location and scale): at ``1e-2`` the refinement of a
+    trained hierarchical VAE diverged on one image of ten (measured), at ``1e-3`` on none, with
+    the largest gaps of the three rates tried. A refinement that still ends below the encoder's
+    ELBO is not kept: that datum's :math:`q^*` is the encoder's own (gap 0), and the note says
+    how many.
 
     :param pair: a model/guide pair (its parameters are left as they were).
     :param x: data ``(M, ...)``; ``args``: further per-datum arguments of model and guide.
@@ -337,7 +346,7 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
         return GapResult(note="the guide has no parameters of its own (all are shared with the model, or there "
                               "are none) to refine on each datum", **settings)
     amortized = [p.detach().clone() for p in params]
-    log_px, elbo_a, elbo_b = [], [], []
+    log_px, elbo_a, elbo_b, failed = [], [], [], 0
     was_training = pair.training if isinstance(pair, torch.nn.Module) else None
     if was_training is not None:
         pair.eval()
@@ -356,6 +365,8 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
                 _adam(loss, params, steps, lr)
             refined = [p.detach().clone() for p in params]
             elbo_b.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
+            if not elbo_b[-1] >= elbo_a[-1]:  # the refinement failed (diverged): q* is the encoder's own
+                refined, elbo_b[-1], failed = amortized, elbo_a[-1], failed + 1
             with torch.random.fork_rng(devices=_rng_devices(x)):
                 torch.manual_seed(seed + 7919 + i)
                 log_px.append(_pair_mixture_log_px(pair, xi, ai, sites, params, [amortized, refined],
@@ -367,5 +378,7 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
         if was_training:
             pair.train()
     as_array = lambda values: torch.stack(values).cpu().numpy()  # noqa: E731
+    note = (f"the refinement did not improve on the encoder for {failed} of {len(x)} images (their q* is the "
+            "encoder's own)" if failed else "")
     return GapResult(log_px=as_array(log_px), elbo_amortized=as_array(elbo_a), elbo_optimized=as_array(elbo_b),
-                     **settings)
+                     note=note, refined_guide=True, **settings)
