@@ -73,13 +73,14 @@ def plant_scale(src: Path, dst: Path, factor: float) -> None:
 
 def plant_one_image_gan(run: Path) -> None:
     """Make a trained GAN's generator ignore z: zero the weights of its last layer (the output is
-    then its bias, one image for every z)."""
+    then its bias, one image for every z), in the generator and in its weight average (which the
+    samples come from)."""
     from pyro_gen.checkpoint import load_checkpoint, save_checkpoint
     state = load_checkpoint(run / "checkpoint.pt")
-    for key in ("model", "ema"):
-        if key in state and isinstance(state[key], dict):
-            weights = [k for k in state[key] if k.startswith("decoder.") and k.endswith("weight")]
-            state[key][sorted(weights)[-1]].zero_()
+    for prefix in ("decoder.", "average."):
+        weights = [k for k in state["model"] if k.startswith(prefix) and k.endswith("weight")]
+        if weights:
+            state["model"][sorted(weights)[-1]].zero_()
     save_checkpoint(run / "checkpoint.pt", {k: v for k, v in state.items() if k != "format_version"})
 
 

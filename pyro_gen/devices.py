@@ -14,7 +14,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["DEVICES", "resolve_device", "module_device", "to_cpu"]
+__all__ = ["rng_devices", "DEVICES", "resolve_device", "module_device", "to_cpu"]
 
 #: What ``--device`` accepts.
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -70,3 +70,16 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(v) for v in obj)
     return obj
+
+
+def rng_devices(*objs) -> list:
+    """The CUDA devices of the tensors and modules ``objs``: what ``torch.random.fork_rng(devices=...)``
+    must fork so that draws made there leave the global random state as it was (the CPU's state
+    is always forked; an empty list on a machine without CUDA, so CUDA is never initialized)."""
+    out = []
+    for obj in objs:
+        if isinstance(obj, torch.nn.Module):
+            obj = next(iter(obj.parameters()), next(iter(obj.buffers()), None))
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cuda" and obj.device not in out:
+            out.append(obj.device)
+    return out

@@ -57,7 +57,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import CHECKPOINT, RunError
 from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
 from .train import FitResult, adam, train_epochs
@@ -106,9 +105,9 @@ class GAN(nn.Module):
 
     :param decoder: a decoder network from :mod:`pyro_gen.nets`.
     :param discriminator: a :class:`Discriminator`.
-    :param likelihood: the name of the VAE likelihood whose mean maps the decoder's raw outputs to
-        images (:math:`\\sigma(\\cdot)` for ``bernoulli``): the generator's output activation
-        (:attr:`output`); a GAN has no likelihood.
+    :param likelihood: the name (or the module) of the VAE likelihood whose mean maps the
+        decoder's raw outputs to images (:math:`\\sigma(\\cdot)` for ``bernoulli``): the
+        generator's output activation (:attr:`output`); a GAN has no likelihood.
     :param latent_dim: size of z.
     :param average: keep a moving average of the decoder's weights, used for sampling.
     """
@@ -118,7 +117,8 @@ class GAN(nn.Module):
         super().__init__()
         self.decoder = decoder
         self.discriminator = discriminator
-        self.output = make_likelihood(likelihood).mean  # raw outputs -> images; holds no parameters
+        # raw outputs -> images (a likelihood's mean; it holds no parameters): a name, or a likelihood module
+        self.output = (make_likelihood(likelihood) if isinstance(likelihood, str) else likelihood).mean
         # checkpoints written when the output layer was a likelihood module held its (unused) buffers
         self._register_load_state_dict_pre_hook(_drop_likelihood_keys)
         self.latent_dim = int(latent_dim)
@@ -154,7 +154,8 @@ class GAN(nn.Module):
         (the signature of :meth:`pyro_gen.vae.VAE.sample`; ``y`` must be ``None``: the GAN is unconditional)."""
         if y is not None:
             raise InputError("this GAN is unconditional: it cannot draw images of a given label")
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")  # on the CPU: the same draws on any device
+        # drawn on the CPU: the same draws on any device
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")
         return self.decode(z.to(next(self.decoder.parameters()).device))
 
 
@@ -351,7 +352,6 @@ class AdversarialStep:
     discriminator outputs ``d_real`` / ``d_fake`` and ``gradient_penalty`` for ``wgan-gp``.
     """
 
-    label = "d_loss"
     stop = False
 
     def __init__(self, settings: GANSettings):
@@ -428,11 +428,8 @@ class AdversarialStep:
                 "d_steps": self.d_steps}
 
     def load_state_dict(self, state: dict) -> None:
-        try:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise RunError(f"{CHECKPOINT}: not a checkpoint of this GAN ({str(e).splitlines()[0]})") from None
+        self.opt_g.load_state_dict(state["opt_g"])  # a mismatch: RunError from the engine, naming the file
+        self.opt_d.load_state_dict(state["opt_d"])
         for opt, lr in ((self.opt_g, self.settings.lr), (self.opt_d, self.settings.d_lr)):  # --lr / --d-lr may change
             for group in opt.param_groups:
                 group["lr"] = lr

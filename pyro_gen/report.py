@@ -149,7 +149,8 @@ def _latent_section(lat: dict) -> str:
     if lat.get("sites"):  # a pair read per latent site
         out += "<p>Per latent site:</p>" + _table(
             ["site", "dimensions", "KL (nats per image)", "active units", "I(x; z_site)"],
-            [[_e(name), _num(s.get("dims"), 0), _num(s.get("kl")), _num(s.get("active_units"), 0), _num(s.get("mutual_info"))]
+            [[_e(name), _num(s.get("dims"), 0), _num(s.get("kl")), _num(s.get("active_units"), 0),
+              _num(s.get("mutual_info"))]
              for name, s in lat["sites"].items()], numeric=[1, 2, 3, 4])
     if lat.get("note"):
         out += f"<p class='small'>{_e(lat['note'])}</p>"
@@ -198,10 +199,11 @@ def _gap_section(gap: dict) -> str:
             ("amortization gap = ELBO(best q) - ELBO(encoder's q)", "amortization_gap")]
     table = _table(["quantity (nats per image, mean over the sample)", "value", "± s.e."],
                    [[_e(a), _num(gap[k]), _num(gap[k + "_stderr"], 3)] for a, k in rows], numeric=[1, 2])
-    return (f"<p>The inference gap log p(x) - ELBO splits into the price of the guide family (approximation gap) "
-            f"and the price of sharing one encoder across all images (amortization gap) (Cremer et al. 2018). "
-            + (f"For each of {gap['num_data']} test images, a copy of the pair's own guide was refined on that image "
-               f"alone (the parameters the guide uses and the model does not, from their trained values, "
+    return ("<p>The inference gap log p(x) - ELBO splits into the price of the guide family (approximation gap) "
+            "and the price of sharing one encoder across all images (amortization gap) (Cremer et al. 2018). "
+            + (f"For each of {gap['num_data']} test images, the pair's own guide was refined on that image "
+               "alone and restored afterwards (the parameters the guide uses and the model does not, from their "
+               "trained values, "
                if gap.get("refined_guide") else
                f"For each of {gap['num_data']} test images, a q of the guide's family was optimized on its own "
                f"(started at the encoder's output, ")

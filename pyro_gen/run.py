@@ -171,8 +171,13 @@ def load_run(run_dir, require_checkpoint: bool = True, family: Optional[str] = N
     """
     from .families import family_of
     path, config = read_config(run_dir)
-    if family is not None and config.get("model_kind") != family:
-        raise RunError(f"{path / CONFIG}: a {config.get('model_kind')} run, not a {family} run")
+    if family is not None:
+        from .families import FAMILIES
+        if family not in FAMILIES:
+            raise InputError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
+        kind = config.get("model_kind", "vae")
+        if kind != family:
+            raise RunError(f"{path / CONFIG}: a {kind} run, not a {family} run")
     try:
         spec = ModelSpec.from_dict(config["model"])
         settings = family_of(config).load_settings(config["train"])

@@ -33,6 +33,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
+from .devices import rng_devices
 from .errors import InputError
 
 __all__ = ["DATA_PLATE", "PairSites", "inspect_pair", "trace_log_weights", "site_log_probs", "is_pair",
@@ -120,7 +121,7 @@ def inspect_pair(pair, *args, **kwargs) -> PairSites:
         raise InputError(f"{name} is not a model/guide pair: it has no {' and no '.join(missing)} method "
                          "(pyro_gen needs model(x, ...) and guide(x, ...) written in Pyro)")
     plates = data_plates(pair)
-    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+    with torch.random.fork_rng(devices=rng_devices(*args)), pyro.validation_enabled(False):
         try:
             model_trace, guide_trace = _traces(pair, args, kwargs)
         except InputError:

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DistributedSampler
 from ._progress import progress_bar
 
-from .checkpoint import (CHECKPOINT, METRICS, load_checkpoint, resume_history,
+from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, resume_history,
                          save_checkpoint, write_jsonl)
 from .data import binarize as binarize_batch
 from .objectives import KLSchedule, make_elbo, make_objective, training_loss
@@ -251,18 +251,19 @@ class SVIStep:
     objective under the engine's handlers; at each epoch's end the ELBO on the training probe and
     the validation data, the per-epoch diagnostics and early stopping.
 
-    A step of :func:`train_epochs` has ``setup``, ``__call__`` (one minibatch; returns the value
-    the progress bar shows), ``end_epoch`` (the entries of the epoch's row), ``state_dict`` /
-    ``load_state_dict`` (what a checkpoint keeps besides the model), ``advice`` (what to do after
-    a non-finite loss), ``stop`` (early stopping) and ``finish``. The GAN's adversarial step
+    A step of :func:`train_epochs` has: ``setup(model, x_all, y_all, steps_per_epoch, world)``
+    (once, before resuming); ``start_epoch(epoch)``; ``__call__(x, y, epoch, step, first)`` (one
+    minibatch on the device; returns a loss value, non-finite in every process when the step
+    could not be taken); ``shown(value)`` (the progress bar's entries); ``end_epoch(epoch, say)``
+    (the entries of the epoch's row); ``state_dict()`` / ``load_state_dict(state)`` (what a
+    checkpoint keeps besides the model); ``advice(run_dir)`` (what to do after a non-finite loss);
+    ``stop`` (end training after this epoch) and ``finish()``. The GAN's adversarial step
     (:class:`pyro_gen.gan.AdversarialStep`) is the other one.
     """
 
-    label = "objective"
-
     def __init__(self, settings: TrainSettings, *, val_x=None, val_y=None, binarize: bool = False,
-                 epoch_metrics: Optional[Callable[..., dict]] = None, run_dir=None):
-        self.settings, self.binarize, self.epoch_metrics, self.run_dir = settings, binarize, epoch_metrics, run_dir
+                 epoch_metrics: Optional[Callable[..., dict]] = None):
+        self.settings, self.binarize, self.epoch_metrics = settings, binarize, epoch_metrics
         self.val_x, self.val_y = val_x, val_y
         self.stop, self.best, self.best_state, self.bad_epochs = False, -math.inf, None, 0
 
@@ -308,8 +309,8 @@ class SVIStep:
             loss = self.loss_fn(x, y, beta)
             loss.backward()
         value = loss.item()
-        if not math.isfinite(value):
-            return value  # the engine reports it, naming the epoch and the step
+        if not distributed.all_finite(value, self.world):  # in any process: no process steps
+            return value if not math.isfinite(value) else math.nan  # the engine reports it
         self.opt.step()
         self.sched.step()
         self.total += value * len(x)
@@ -420,13 +421,19 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
     start_epoch = 0
     if resume:
         state = load_checkpoint(run_dir / CHECKPOINT)
-        model.load_state_dict(state["model"])
-        step.load_state_dict(state)
-        gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            model.load_state_dict(state["model"])
+            step.load_state_dict(state)
+            gen.set_state(state["data_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch = state["epoch"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise RunError(f"{run_dir / CHECKPOINT}: not a checkpoint of this model and its training "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         if device.type == "cuda" and "cuda_rng" in state:  # the draws on the GPU
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch = state["epoch"]
         history = resume_history(run_dir, start_epoch)
     elif write_dir is not None:
         write_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +460,7 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
                 x = x.to(device, non_blocking=True)
                 y = None if y is None else y.to(device, non_blocking=True)
                 value = step(x, y, epoch, i, epoch == start_epoch and i == 0)
-                if not distributed.all_finite(value, world):
+                if not math.isfinite(value):  # a step returns a non-finite value in every process alike
                     raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, step {i + 1}; the last good "
                                         f"checkpoint (epoch {epoch}) is kept: {step.advice(run_dir)}")
                 bar.update(1)

@@ -407,3 +407,25 @@ def test_a_gan_has_no_guide_and_no_likelihood_and_older_runs_still_load(gan_run,
     assert again.spec.guide is None
     z = torch.randn(3, run.model.latent_dim)
     assert torch.equal(again.model.decode(z), run.model.decode(z))
+
+
+def test_a_gan_checkpoint_of_the_previous_layout_resumes(gan_run, tmp_path):
+    """Before the GAN trained in the engine's loop its checkpoint had one generator for the data
+    order and z (no ``z_rng``) and the likelihood's buffers: it resumes, and a checkpoint that is
+    not a GAN's is refused in one line naming the file."""
+    import shutil
+    from pyro_gen.checkpoint import load_checkpoint, save_checkpoint
+    old = tmp_path / "old"
+    shutil.copytree(gan_run, old)
+    state = load_checkpoint(old / "checkpoint.pt")
+    del state["z_rng"]
+    state["model"]["likelihood.raw_scale"] = torch.tensor(0.0)
+    save_checkpoint(old / "checkpoint.pt", state)
+    assert main(["train", "--resume", "--out", str(old), "--epochs", "2", "--quiet"]) == 0
+    assert len(load_run(old).history) == 2
+    del state["opt_d"]
+    save_checkpoint(old / "checkpoint.pt", state)
+    with pytest.raises(RunError, match="checkpoint.pt: not a checkpoint of this model"):
+        fit_gan(load_run(old).gan, np.zeros((20, 1, 28, 28), np.float32),
+                GANSettings(**{**load_run(old).config["train"], "epochs": 3}), run_dir=old, resume=True,
+                progress=False)

@@ -23,8 +23,8 @@ def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
     dg.add_argument("--points", type=_positive_int, default=500,
                     help="test images for the IWAE curve, k-hat and posterior draws (default 500)")
     dg.add_argument("--gap-points", type=_positive_int, default=None,
-                    help="test images for the amortization gap (default 100 for the built-in guides; 10 for a "
-                         "pair's own guide, which is refined on each image in turn)")
+                    help="test images for the amortization gap (default 100 for the built-in VAE's guides; 10 for "
+                         "any other pair -- your own, the hvae, a cvae -- whose guide is refined on each image in turn)")
     dg.add_argument("--gap-steps", type=_positive_int, default=500,
                     help="Adam steps of the per-image optimization for the amortization gap (default 500)")
     dg.add_argument("--grad-repeats", type=_positive_int, default=100,

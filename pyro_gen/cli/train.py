@@ -309,7 +309,7 @@ def _cmd_train_gan(args) -> int:
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     resuming = _resuming(args)
     if resuming:
-        run = load_run(args.out)
+        run = load_run(args.out, require_checkpoint=False, family="gan")  # killed before its first epoch: starts
         config, spec, run_dir = run.config, run.spec, args.out
         changes = _check_resume(args, config, {**model_kw, **gan_kw}, GAN_FLAGS)
         settings = GANSettings(**{**asdict(run.settings), **gan_kw})

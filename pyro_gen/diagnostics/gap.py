@@ -36,6 +36,7 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
+from ..devices import rng_devices
 from .._progress import progress_bar
 from ..evaluate import MAX_DECODED
 from ..params import pair_parameters
@@ -104,7 +105,7 @@ def _chunks(total: int, batch: int):
 def _elbo(vae, q, x: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
     """Monte Carlo ELBO per datum with draws fixed by ``seed`` (common random numbers)."""
     total = torch.zeros(len(x), dtype=torch.float64, device=x.device)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         for s in _chunks(num_samples, len(x)):
             z = q.rsample((s,))
@@ -135,7 +136,9 @@ class GapResult:
     :param elbo_amortized: :math:`\\mathrm{ELBO}(q_\\phi)`.
     :param elbo_optimized: :math:`\\mathrm{ELBO}(q^*)`.
     :param index: which of the given data these are (all of them).
-    :param refined_guide: :math:`q^*` is a copy of the pair's own guide refined on each datum
+    :param failed_refinements: data on which the refinement ended below the encoder (their
+        :math:`q^*` is the encoder's own, gap 0).
+    :param refined_guide: :math:`q^*` is the pair's own guide refined on each datum (and restored)
         (:func:`pair_amortization_gap`), not free per-datum parameters of a built-in family.
     """
 
@@ -149,6 +152,7 @@ class GapResult:
     log_px_samples: int = 0
     note: str = ""
     refined_guide: bool = False
+    failed_refinements: int = 0
 
     @property
     def approximation_gap(self) -> np.ndarray:
@@ -164,7 +168,7 @@ class GapResult:
         """Means and standard errors over data (nats), and the settings."""
         out = {"steps": self.steps, "lr": self.lr, "num_samples": self.num_samples,
                "eval_samples": self.eval_samples, "log_px_samples": self.log_px_samples, "note": self.note,
-               "refined_guide": self.refined_guide}
+               "refined_guide": self.refined_guide, "failed_refinements": self.failed_refinements}
         if self.log_px is None:
             return out
         n = len(self.log_px)
@@ -203,7 +207,7 @@ def amortization_gap(vae, x: torch.Tensor, steps: int = 500, lr: float = 1e-2, n
         return GapResult(note=f"not available for the guide family {type(q_amortized).__name__} "
                               "(diagonal and full-rank Normal guides only)", **settings)
     params, build = family
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         params = [p.requires_grad_(True) for p in params]
         with torch.enable_grad():
@@ -219,10 +223,6 @@ def amortization_gap(vae, x: torch.Tensor, steps: int = 500, lr: float = 1e-2, n
 
 # --- any model/guide pair ---------------------------------------------------------------------
 
-def _rng_devices(x: torch.Tensor) -> list:
-    return [x.device] if x.device.type == "cuda" else []
-
-
 def guide_only_parameters(pair, x: torch.Tensor, *args) -> List[torch.Tensor]:
     """The trainable tensors of ``pair`` (module parameters and ``pyro.param`` ones,
     :func:`~pyro_gen.params.pair_parameters`) that its guide uses and its model does not: what
@@ -231,7 +231,7 @@ def guide_only_parameters(pair, x: torch.Tensor, *args) -> List[torch.Tensor]:
     params = [p for p in pair_parameters(pair) if p.requires_grad]
     if not params:
         return []
-    with torch.random.fork_rng(devices=_rng_devices(x)), pyro.validation_enabled(False), torch.enable_grad():
+    with torch.random.fork_rng(devices=rng_devices(x)), pyro.validation_enabled(False), torch.enable_grad():
         guide_trace = poutine.trace(pair.guide).get_trace(x, *args)
         latent = _sample_sites(guide_trace)
         g = sum(s["fn"].log_prob(s["value"]).sum() + (s["value"].sum() if s["value"].requires_grad else 0)
@@ -279,7 +279,7 @@ def _assign(params: List[torch.Tensor], values: List[torch.Tensor]) -> None:
 def _pair_elbo(pair, x, args, sites, num_samples: int, seed: int) -> torch.Tensor:
     """Monte Carlo ELBO of one datum, draws fixed by ``seed`` (common random numbers)."""
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    with torch.random.fork_rng(devices=_rng_devices(x)):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         for s in _chunks(num_samples, 1):
             log_p, log_q, _ = _pair_weights(pair, x, args, sites, s)
@@ -334,7 +334,7 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
     settings = dict(steps=steps, lr=lr, num_samples=num_samples, eval_samples=eval_samples,
                     log_px_samples=log_px_samples)
     sites = inspect_pair(pair, x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))
-    with torch.random.fork_rng(devices=_rng_devices(x)), torch.no_grad(), pyro.validation_enabled(False):
+    with torch.random.fork_rng(devices=rng_devices(x)), torch.no_grad(), pyro.validation_enabled(False):
         fns = {n: s["fn"] for n, s in _sample_sites(poutine.trace(pair.guide).get_trace(
             x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))).items()}
     discrete = [n for n, fn in fns.items() if not fn.has_rsample]
@@ -356,7 +356,7 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
             xi, ai = x[i:i + 1], tuple(a[i:i + 1] if torch.is_tensor(a) else a for a in args)
             _assign(params, amortized)
             elbo_a.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
-            with torch.random.fork_rng(devices=_rng_devices(x)), torch.enable_grad():
+            with torch.random.fork_rng(devices=rng_devices(x)), torch.enable_grad():
                 torch.manual_seed(seed + i)
 
                 def loss(*_):
@@ -367,7 +367,7 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
             elbo_b.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
             if not elbo_b[-1] >= elbo_a[-1]:  # the refinement failed (diverged): q* is the encoder's own
                 refined, elbo_b[-1], failed = amortized, elbo_a[-1], failed + 1
-            with torch.random.fork_rng(devices=_rng_devices(x)):
+            with torch.random.fork_rng(devices=rng_devices(x)):
                 torch.manual_seed(seed + 7919 + i)
                 log_px.append(_pair_mixture_log_px(pair, xi, ai, sites, params, [amortized, refined],
                                                    log_px_samples))
@@ -381,4 +381,4 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
     note = (f"the refinement did not improve on the encoder for {failed} of {len(x)} images (their q* is the "
             "encoder's own)" if failed else "")
     return GapResult(log_px=as_array(log_px), elbo_amortized=as_array(elbo_a), elbo_optimized=as_array(elbo_b),
-                     note=note, refined_guide=True, **settings)
+                     note=note, refined_guide=True, failed_refinements=failed, **settings)

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from ..devices import rng_devices
 from ..objectives import make_elbo, training_loss
 from ..params import store_parameters
 from ..errors import InputError
@@ -103,7 +104,7 @@ def gradient_noise(vae, x: torch.Tensor, elbo: str = "trace", num_particles: int
         return []
     sums = [torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for p in params]
     squares = [torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for p in params]
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    with torch.random.fork_rng(devices=rng_devices(x)), torch.enable_grad():
         torch.manual_seed(seed)
         for _ in range(repeats):
             grads = torch.autograd.grad(training_loss(objective, vae, x, *(() if y is None else (y,))), params,

@@ -32,6 +32,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch.distributions import Normal, TransformedDistribution, kl_divergence
 
+from ..devices import rng_devices
 from ..objectives import univariate_factors
 from ..errors import InputError
 
@@ -342,7 +343,7 @@ def latent_diagnostics(vae, x: torch.Tensor, max_points: int = 500, num_samples:
     """
     t0 = time.perf_counter()
     x = _subset(x, max_points)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         rec, kl, closed = elbo_terms(vae, x, num_samples)
         means = posterior_means(vae, x)

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..devices import rng_devices
 from ..checkpoint import atomic_write, attempt
 from ..devices import module_device
 from ..evaluate import has_density
@@ -172,7 +173,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
     if len(idx) < len(x_test):
         notes["subset"] = (f"The IWAE curve, k-hat, latent diagnostics and posterior draws use {len(idx)} of the "
                            f"{len(x_test)} test images (evenly spaced), to bound the cost.")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
 
         def importance():
@@ -201,7 +202,7 @@ def diagnose(vae, x_test: torch.Tensor, *, x_train: Optional[torch.Tensor] = Non
 
         def gap():
             sel = torch.as_tensor(gsel, device=x.device)
-            if generic:  # a copy of the pair's own guide refined on each image (any pair)
+            if generic:  # the pair's own guide refined on each image in turn (any pair)
                 if not has_density(vae, x, *y):
                     d.gap = GapResult(note=POINT_MASS_NOTE)
                     return
@@ -349,6 +350,9 @@ def diagnose_run(run_dir, data: Optional[str] = None, *, out_dir=None, k_max: in
     say = log or (lambda _msg: None)
     t_all = time.perf_counter()
     run = load_run(run_dir)
+    if not run.family.density:
+        raise InputError(f"{run.path} is a {run.family.name} run: diagnose needs a model with a likelihood and a "
+                         "guide")
     if device is not None:
         run.vae.to(device)
     out_dir = Path(out_dir) if out_dir is not None else run.path

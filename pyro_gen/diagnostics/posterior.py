@@ -20,6 +20,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from ..devices import rng_devices
 from ..evaluate import MAX_DECODED
 from .latent import is_point_mass
 
@@ -53,7 +54,7 @@ def posterior_data(vae, x: torch.Tensor, test_index: np.ndarray, labels: Optiona
     draws = 1 if point_mass else num_draws
     prior = vae.prior()
     z_all, ll_all, lp_all, lq_all = [], [], [], []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         batch = max(1, MAX_DECODED // draws)
         for start in range(0, len(x), batch):
@@ -98,7 +99,7 @@ def _pair_posterior_data(pair, x, test_index, labels, num_draws, per_datum, attr
 
     sites = inspect_pair(pair, x[:2], *(a[:2] for a in args))
     draws = 1 if sites.point_mass else num_draws
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         model, guide, values = site_log_probs(pair, x, draws, *args, sites=sites, values=True)
     arr = lambda t: t.double().cpu().numpy()[None]  # noqa: E731 -- (1, S, N, ...)

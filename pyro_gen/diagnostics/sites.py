@@ -31,6 +31,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from ..devices import rng_devices
 from ..traces import _sample_sites, inspect_pair, site_log_probs
 from .latent import (ACTIVE_THRESHOLD, COLLAPSE_ACTIVE, COLLAPSE_KL, LatentDiagnostics, _subset,
                      aggregate_posterior_draws)
@@ -94,7 +95,7 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
     t0 = time.perf_counter()
     x = _subset(x, max_points)
     sites = inspect_pair(pair, x[:2], *(a[:2] for a in args))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         model, guide, draws = site_log_probs(pair, x, num_samples, *args, sites=sites, values=True)
     rec = sum(model[name] for name in sites.observed).mean(0).double()
@@ -111,7 +112,7 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
                           "activity": None if act is None else act.tolist()}
         if act is not None:
             activity += act.tolist()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed + 1)
         mutual = {} if point_mass else _site_mutual_info(pair, x, args, sites.latent)
     for name in per_site:
@@ -171,7 +172,7 @@ def decoder_dependence(pair, x: torch.Tensor, *args, num_samples: int = 4, seed:
     from ..traces import _per_datum, _sample_sites, data_plates
     sites = inspect_pair(pair, x[:2], *(a[:2] for a in args))
     plates = data_plates(pair)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed)
         model, _ = site_log_probs(pair, x, num_samples, *args, sites=sites)
         rec_guide = sum(model[name] for name in sites.observed).mean().item()

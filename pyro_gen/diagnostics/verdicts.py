@@ -317,6 +317,13 @@ def _gap(gap: dict) -> List[Verdict]:
              f"approximation gap {ap:.2f} nats ({gap['num_data']} images)")
     rule = (f"a note above {t_note:g} nat; a warning above {t_warn:g} nats when it is more than half of the gap; "
             f"a problem above {t_prob:g} nats")
+    failed = gap.get("failed_refinements") or 0
+    if failed:  # the refinement of the pair's own guide ended below the encoder on some images
+        return [Verdict(name, "warning", value + f"; the refinement failed on {failed} of {gap['num_data']} images",
+                        "the guide refined on an image should beat the encoder on it",
+                        f"On {failed} images the guide refined on the image alone ended below the encoder (their q* "
+                        "was taken to be the encoder's, gap 0), so the split is a lower bound there: try a smaller "
+                        "refinement step (pair_amortization_gap's lr) or more --gap-steps.")]
     if am < -max(3 * se, 0.1):
         return [Verdict(name, "warning", value, "should be >= 0",
                         "Optimizing q for each image did not beat the encoder: the per-image optimization was "

@@ -114,3 +114,33 @@ def test_only_the_guide_s_own_parameters_are_refined_and_discrete_guides_get_a_n
     assert "cannot be reparameterized" in note and "'k'" in note
     assert math.isfinite(pair_amortization_gap(shared, x[:2], steps=5, eval_samples=50, log_px_samples=50)
                          .to_dict()["amortization_gap"])
+
+
+def test_a_refinement_that_ends_below_the_encoder_is_not_kept_and_is_a_warning(problem):
+    """A refinement step far too large diverges: that datum's q* is the encoder's (gap 0), the
+    result counts it, and the verdict is a warning, not an 'ok'."""
+    from pyro_gen.diagnostics.verdicts import _gap
+    pair, W, b, x = problem
+    gap = pair_amortization_gap(pair, x[:3], steps=30, lr=50.0, eval_samples=200, log_px_samples=200)
+    assert gap.failed_refinements >= 1 and "did not improve" in gap.note
+    assert (gap.amortization_gap >= 0).all() and (gap.amortization_gap == 0).sum() >= gap.failed_refinements
+    (verdict,) = _gap(gap.to_dict())
+    assert verdict.status == "warning" and "refinement failed" in verdict.value
+
+
+def test_the_pair_is_restored_when_a_refinement_raises(problem, monkeypatch):
+    from pyro_gen.diagnostics import gap as gap_module
+    pair, W, b, x = problem
+    before = [p.detach().clone() for p in pair.parameters()]
+    pair.train()
+
+    def broken(loss, params, steps, lr):
+        with torch.no_grad():
+            for p in params:
+                p.add_(1.0)  # half-way through, the parameters have moved ...
+        raise RuntimeError("planted")  # ... when the optimization fails
+
+    monkeypatch.setattr(gap_module, "_adam", broken)
+    with pytest.raises(RuntimeError, match="planted"):
+        pair_amortization_gap(pair, x[:2], steps=5, eval_samples=10, log_px_samples=10)
+    assert all(torch.equal(p, q) for p, q in zip(pair.parameters(), before)) and pair.training

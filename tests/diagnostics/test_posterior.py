@@ -15,7 +15,7 @@ D, L = 6, 2
 def test_posterior_data_roundtrip(tmp_path):
     """posterior.nc opens with az.from_netcdf; az.summary's means of z match the exact posterior
     means (4 s.e. of 400 draws); the exact q's log weights are constant; per-datum data round-trip.
-    (The HTML report is checked end to end below.)"""
+    (The HTML report is checked end to end in test_pipeline.py.)"""
     from pyro_gen import _arviz
     from pyro_gen.diagnostics import posterior_data
 
