@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import time
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -148,7 +149,9 @@ def _latent_section(lat: dict) -> str:
     out = _table(["quantity (nats per image)", "value"], [[_e(a), b] for a, b in rows], numeric=[1])
     if lat.get("sites"):  # a pair read per latent site
         out += "<p>Per latent site:</p>" + _table(
-            ["site", "dimensions", "KL (nats per image)", "active units", "I(x; z_site)"],
+            ["site", "dimensions", "KL (nats per image)", "active units",
+             "I(x; z_site)" + (f" (at most log {lat['num_points']} = {math.log(lat['num_points']):.2f})"
+                               if lat.get("num_points", 0) > 1 else "")],
             [[_e(name), _num(s.get("dims"), 0), _num(s.get("kl")), _num(s.get("active_units"), 0),
               _num(s.get("mutual_info"))]
              for name, s in lat["sites"].items()], numeric=[1, 2, 3, 4])
