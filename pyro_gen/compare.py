@@ -98,8 +98,8 @@ def _train_vae(name: str, ds, data_spec: str, data_root, run_dir: Path, budget: 
     spec = ModelSpec(image_shape=ds.image_shape, **{**spec_kw, "guide": guide})
     settings = TrainSettings(epochs=max_epochs, lr_schedule="constant", seed=seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, {**make_config(spec, settings, data_spec, data_root, model_kind=name),
-                                  "device": str(device or "cpu")})
+    write_json(run_dir / CONFIG, make_config(spec, settings, data_spec, data_root, model_kind=name,
+                                             device=device or "cpu"))
     torch.manual_seed(seed)
     vae = spec.build().to(device or "cpu")
     t0 = time.perf_counter()
@@ -115,8 +115,8 @@ def _train_gan(name: str, ds, data_spec: str, data_root, run_dir: Path, budget: 
     spec = gan_spec(ds.image_shape, **spec_kw)
     settings = GANSettings(epochs=max_epochs, loss=loss, seed=seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, {**make_config(spec, settings, data_spec, data_root, model_kind="gan"),
-                                  "device": str(device or "cpu")})
+    write_json(run_dir / CONFIG, make_config(spec, settings, data_spec, data_root, model_kind="gan",
+                                             device=device or "cpu"))
     torch.manual_seed(seed)
     gan = build_gan(spec, settings).to(device or "cpu")
     t0 = time.perf_counter()

@@ -78,8 +78,7 @@ def rng_devices(*objs) -> list:
     is always forked; an empty list on a machine without CUDA, so CUDA is never initialized)."""
     out = []
     for obj in objs:
-        if isinstance(obj, torch.nn.Module):
-            obj = next(iter(obj.parameters()), next(iter(obj.buffers()), None))
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cuda" and obj.device not in out:
-            out.append(obj.device)
+        device = module_device(obj) if isinstance(obj, torch.nn.Module) else getattr(obj, "device", None)
+        if device is not None and device.type == "cuda" and device not in out:
+            out.append(device)
     return out

@@ -63,17 +63,20 @@ def pair_sites(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None):
     ``log_weights`` method of its own."""
     if getattr(vae, "log_weights", None) is not None:
         return None
-    from .traces import inspect_pair
-    device = module_device(vae)
-    return inspect_pair(vae, x[:2].to(device), *(() if y is None else (y[:2].to(device),)))
+    return _inspect(vae, x, y)
 
 
 def has_density(vae, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> bool:
     """Whether every latent site of the pair's guide has a density (no point mass), so that
     importance sampling is defined; tried on two data of ``x`` (and their ``y``)."""
+    return not _inspect(vae, x, y).point_mass
+
+
+def _inspect(vae, x: torch.Tensor, y: Optional[torch.Tensor]):
+    """:func:`pyro_gen.traces.inspect_pair` on two data of ``x`` (and ``y``), moved to the pair's device."""
     from .traces import inspect_pair
     device = module_device(vae)
-    return not inspect_pair(vae, x[:2].to(device), *(() if y is None else (y[:2].to(device),))).point_mass
+    return inspect_pair(vae, x[:2].to(device), *(() if y is None else (y[:2].to(device),)))
 
 
 def _batches(vae, x: torch.Tensor, k: int, batch_size: Optional[int], progress: bool, desc: str,

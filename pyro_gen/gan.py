@@ -57,6 +57,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .devices import module_device
 from .likelihoods import make_likelihood
 from .nets import NETWORKS, make_networks
 from .train import FitResult, adam, train_epochs
@@ -156,7 +157,7 @@ class GAN(nn.Module):
             raise InputError("this GAN is unconditional: it cannot draw images of a given label")
         # drawn on the CPU: the same draws on any device
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")
-        return self.decode(z.to(next(self.decoder.parameters()).device))
+        return self.decode(z.to(module_device(self)))
 
 
 def _drop_likelihood_keys(state_dict, prefix, *args) -> None:
@@ -365,7 +366,7 @@ class AdversarialStep:
         if (s.ema > 0) != (gan.average is not None):
             raise InputError(f"settings.ema={s.ema} needs a GAN {'with' if s.ema > 0 else 'without'} a weight "
                              "average: build it with build_gan(spec, settings)")
-        self.gan, self.n, self.device = gan, len(x_all), next(gan.parameters()).device
+        self.gan, self.n, self.device = gan, len(x_all), module_device(gan)
         self.opt_g = adam(gan.decoder.parameters(), s.lr, s.betas)
         self.opt_d = adam(gan.discriminator.parameters(), s.d_lr, s.betas)
         self.gen = torch.Generator().manual_seed(s.seed)  # z and the penalty's weights

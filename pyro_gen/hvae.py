@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .devices import module_device
 from .errors import InputError
 from .likelihoods import make_likelihood
 
@@ -140,7 +141,7 @@ class HVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
-        device = self.pixels[-1].weight.device  # noise drawn on the CPU from the generator, used where the model is
+        device = module_device(self)  # noise drawn on the CPU from the generator, used where the model is
         z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
         for level in range(len(self.latent_dims) - 1, 0, -1):
             p = self.decoders[level - 1](z).base_dist

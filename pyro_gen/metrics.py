@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from .devices import module_device, to_cpu
 from ._progress import progress_bar
 
 from .checkpoint import atomic_write, read_json, write_json
@@ -212,7 +213,7 @@ def classifier_accuracy(clf: DomainClassifier, x: np.ndarray, y: np.ndarray, bat
     """The fraction of ``x`` whose predicted class is ``y``."""
     was_training = clf.training
     clf.eval()
-    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), _device(clf)
+    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), module_device(clf)
     pred = torch.cat([clf(x[sl].to(device)).argmax(1).cpu() for sl in _batches(len(x), batch_size)])
     clf.train(was_training)
     return float((pred.numpy() == np.asarray(y)).mean())
@@ -296,7 +297,7 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
         seconds = time.perf_counter() - t0
         accuracy = classifier_accuracy(clf, ds.test_x, ds.test_y)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(weights, lambda f: torch.save({k: v.cpu() for k, v in clf.state_dict().items()}, f))
+        atomic_write(weights, lambda f: torch.save(to_cpu(clf.state_dict()), f))
         info = ClassifierInfo(data_checksum=checksum, weights_sha256=_sha256_file(weights),
                               test_accuracy=accuracy, image_shape=tuple(clf.image_shape),
                               num_classes=num_classes, epochs=epochs, seed=seed, train_seconds=seconds)
@@ -306,10 +307,6 @@ def domain_classifier(ds, cache_dir=None, *, epochs: int = 5, seed: int = 0, min
         raise InputError(f"the domain classifier of {ds.name} reaches only {cached[1].test_accuracy:.1%} test "
                          f"accuracy (< {min_accuracy:.0%}): its features are not a trustworthy metric space")
     return cached[0].to("cpu" if device is None else device), cached[1]
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 class Embedding(NamedTuple):
@@ -325,7 +322,7 @@ def embed(clf: DomainClassifier, x, batch_size: int = 500) -> Embedding:
     """The :class:`Embedding` of images ``x`` ``(N, C, H, W)`` (array or tensor)."""
     was_training = clf.training
     clf.eval()
-    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), _device(clf)
+    x, device = torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cpu"), module_device(clf)
     feats, labels = [], []
     for sl in _batches(len(x), batch_size):  # on the classifier's device, a chunk at a time
         f = clf.features(x[sl].to(device))

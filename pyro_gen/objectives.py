@@ -185,8 +185,8 @@ def make_elbo(name: str = "trace", num_particles: int = 1) -> pyro.infer.ELBO:
     :param num_particles: Monte Carlo particles per datum (vectorized).
     """
     if name not in ELBOS:
-        raise InputError(f"unknown ELBO {name!r}: expected one of {', '.join(ELBOS)} "
-                         f"(or an objective: {', '.join(e.usage for e in OBJECTIVES.values())})")
+        raise InputError(f"unknown ELBO {name!r}: expected one of {', '.join(ELBOS)} (objectives such as "
+                         f"{', '.join(e.usage for e in OBJECTIVES.values())} are chosen with --objective)")
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1,
                        max_plate_nesting=1)
 

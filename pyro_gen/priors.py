@@ -28,6 +28,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
+from .devices import module_device
 from ._spec import SpecEntry, import_target, parse_spec, positive_float, positive_int
 from .errors import InputError
 
@@ -410,7 +411,7 @@ def sample_prior(prior: nn.Module, n: int, generator: Optional[torch.Generator] 
     and returned on the prior's device."""
     if generator is None:
         return prior().sample((n,))
-    device = next(iter(prior.parameters()), next(iter(prior.buffers()), torch.empty(0, device="cpu"))).device
+    device = module_device(prior)
     on_cpu = prior if device.type == "cpu" else copy.deepcopy(prior).to("cpu")
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(generator.get_state())

@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from . import __version__
 from .checkpoint import atomic_write, read_json
+from .errors import InputError
 
 __all__ = ["write_report", "render_report"]
 
@@ -106,8 +107,11 @@ def _objective(train: dict) -> str:
 
 def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> str:
     model, train, data = config.get("model", {}), config.get("train", {}), config.get("data", {})
-    from .families import FAMILIES
-    family = FAMILIES.get(config.get("model_kind"))
+    from .families import family_of
+    try:
+        family = family_of(config)
+    except InputError:  # a kind this version does not know: named as it is
+        family = None
     rows = [
         ("model", family.title if family is not None else config.get("model_kind", "?")),
         ("data", f"{data.get('spec')} (images of shape {tuple(model.get('image_shape', ()))})"),

@@ -74,17 +74,20 @@ def run_data(config: dict, spec: ModelSpec, data_spec: Optional[str] = None) -> 
 
 
 def make_config(spec: ModelSpec, settings, data_spec: str, data_root=None,
-                model_kind: str = "vae", condition: Optional[str] = None) -> dict:
+                model_kind: str = "vae", condition: Optional[str] = None, device=None) -> dict:
     """The content of ``config.json``; ``condition`` (one of :data:`CONDITION_SOURCES`) says what a
-    conditional model is conditioned on."""
+    conditional model is conditioned on, ``device`` where it trains (recorded when given)."""
     from dataclasses import asdict
     data = {"spec": data_spec, "root": None if data_root is None else str(data_root)}
     if condition is not None:
         if condition not in CONDITION_SOURCES:
             raise InputError(f"condition must be one of {', '.join(CONDITION_SOURCES)}, got {condition!r}")
         data["condition"] = condition
-    return {"format_version": FORMAT_VERSION, "pyro_gen_version": __version__, "model_kind": model_kind,
-            "model": spec.to_dict(), "train": asdict(settings), "data": data}
+    config = {"format_version": FORMAT_VERSION, "pyro_gen_version": __version__, "model_kind": model_kind,
+              "model": spec.to_dict(), "train": asdict(settings), "data": data}
+    if device is not None:
+        config["device"] = str(device)
+    return config
 
 
 def on_side_vectors(config: dict) -> bool:
@@ -175,7 +178,10 @@ def load_run(run_dir, require_checkpoint: bool = True, family: Optional[str] = N
         from .families import FAMILIES
         if family not in FAMILIES:
             raise InputError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
-        kind = config.get("model_kind", "vae")
+        try:
+            kind = family_of(config).name
+        except InputError:
+            kind = config.get("model_kind")
         if kind != family:
             raise RunError(f"{path / CONFIG}: a {kind} run, not a {family} run")
     try:

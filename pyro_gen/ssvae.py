@@ -63,6 +63,7 @@ import torch
 from pyro.infer import config_enumerate
 from torch import nn
 
+from .devices import module_device
 from .augment import RandomAffine
 from .guides import make_guide
 from .likelihoods import make_likelihood
@@ -291,7 +292,7 @@ class SSVAE(nn.Module):
     def sample(self, n: int, generator: Optional[torch.Generator] = None,
                y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean images of ``n`` codes from the prior, image ``i`` of class ``y[i]`` (default ``i % C``)."""
-        device = next(self.decoder.parameters()).device
+        device = module_device(self)
         y = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
         return self.decode(sample_prior(self.prior, n, generator).to(device), y)
 
@@ -425,7 +426,7 @@ def accuracy(model: SSVAE, x: torch.Tensor, y, batch_size: int = 1000) -> float:
     """Share of images whose most probable class under :math:`q(y|x)` is their label."""
     was_training = model.training
     model.eval()
-    device = next(model.classifier.parameters()).device
+    device = module_device(model)
     y = torch.as_tensor(np.asarray(y), device=device)
     hits = sum(int((model.classify(x[i:i + batch_size].to(device)) == y[i:i + batch_size]).sum())
                for i in range(0, len(x), batch_size))

@@ -330,23 +330,19 @@ class SVIStep:
         objective = -distributed.total(self.total, self.world) / self.n
         row = {"train_elbo": objective, "train_objective": objective, "kl_scale": self.beta,
                "lr": self.opt.param_groups[0]["lr"]}
+        pair.eval()  # the epoch's measurements, in eval mode
         if not self.exact:
             if self.x_probe is None:
                 x_probe, y_probe = _probe(self.x_all, None if self.latent_labels else self.y_all, self.binarize,
                                           self.settings.seed)
                 self.x_probe = x_probe.to(device)
                 self.y_probe = None if y_probe is None else y_probe.to(device)
-            pair.eval()
             row["train_elbo"] = mean_elbo(pair, self.eval_elbo, self.x_probe, self.y_probe)
-            pair.train()
         if self.x_val is not None:
-            pair.eval()
             row["val_elbo"] = mean_elbo(pair, self.eval_elbo, self.x_val, self.y_val)
-            pair.train()
         if self.epoch_metrics is not None:
-            pair.eval()
             row.update(_epoch_extras(self.epoch_metrics, pair, self.x_val, epoch + 1, say))
-            pair.train()
+        pair.train()
         watched = row.get("val_elbo", row["train_elbo"])
         if watched > self.best:
             self.best, self.bad_epochs = watched, 0
@@ -392,7 +388,8 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
     :param model: the module trained (its ``state_dict`` is checkpointed; it runs where its
         parameters are, :func:`~pyro_gen.devices.module_device`).
     :param step: the step (see :class:`SVIStep`).
-    :param train_x: training data, kept in host memory; each minibatch moves to the device once.
+    :param train_x: training data, kept in host memory; each minibatch moves to the device once (a
+        batch gathered by indexing is a fresh tensor, so pinning the data set would not speed the copy).
     :param epochs: passes over the data; ``batch_size``: the global minibatch size; ``seed``: the
         minibatch order, the binarization noise and torch's global generator.
     :returns: a :class:`FitResult`.
@@ -405,8 +402,6 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
     device = module_device(model)  # the model runs where its parameters are; data stay in host memory
     x_all = torch.as_tensor(train_x, dtype=torch.float32, device="cpu")
     y_all = _labels(train_y)
-    if device.type == "cuda":
-        x_all = x_all.pin_memory()
     n = len(x_all)
     # One shuffled order per epoch, the same in every process (seed + epoch); process r takes
     # every world-th index, so the processes' batches together are the single-process batch.

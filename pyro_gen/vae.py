@@ -29,6 +29,7 @@ import pyro
 import torch
 from torch import nn
 
+from .devices import module_device
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import make_networks
@@ -117,7 +118,7 @@ class VAE(nn.Module):
                y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean images of ``n`` codes drawn from the prior, shape ``(n, C, H, W)``. A conditional
         model draws image ``i`` given ``y[i]``; without ``y``, given the label ``i % condition_dim``."""
-        device = next(self.decoder.parameters()).device
+        device = module_device(self)
         if self.condition_dim and y is None:
             y = torch.arange(n, device=device) % self.condition_dim
         # drawn on the CPU from the generator (the same codes on any device), decoded where the model is

@@ -25,8 +25,6 @@ from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _n
 
 #: ``--model`` names -> the guide spec they default to (None: the family has no --guide).
 MODELS = {name: family.guide for name, family in FAMILIES.items() if name != "module"}
-#: ``--model`` names that need labels with the data: the conditional and the semi-supervised VAE.
-LABELLED_MODELS = tuple(name for name, family in FAMILIES.items() if family.inputs)
 
 
 def _model_arg(text: str) -> str:
@@ -292,9 +290,8 @@ _NOT_FOR_GAN = ("prior", "guide", "elbo", "optimizer", "lr_schedule", "patience"
 def _cmd_train_gan(args) -> int:
     """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator."""
     from ..gan import GANSettings, build_gan, fit_gan, gan_spec
-    from ..run import load_run
     from ..plots import plot_images
-    from ..run import make_config
+    from ..run import load_run, make_config
 
     refuse_under_torchrun("train --model gan")
     device = device_of(args)

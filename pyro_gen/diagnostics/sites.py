@@ -130,7 +130,7 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
             + ("" if mutual else " (no such site here)") + "; the aggregate posterior's KL is not reported for "
             "this pair")
     return LatentDiagnostics(
-        rec=float(rec.mean()) if point_mass else float(rec.mean()), kl=kl_mean, kl_closed_form=False,
+        rec=float(rec.mean()), kl=kl_mean, kl_closed_form=False,
         kl_per_dim=None, kl_per_dim_note="per site: see sites", activity=activity, active_units=n_active,
         mutual_info=next(iter(mutual.values())) if single else None, marginal_kl=None, collapse=bool(reasons), collapse_reason="; ".join(reasons),
         num_points=len(x), active_threshold=active_threshold, min_kl=min_kl, min_active_units=min_active_units,

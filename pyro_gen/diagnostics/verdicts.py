@@ -82,8 +82,7 @@ def summary_line(verdicts: List[Verdict]) -> str:
     """``"2 problems, 1 warning, 3 notes, 5 ok, 1 not assessed"``: every verdict counted."""
     counts = {}
     for v in verdicts:
-        status = v.status if isinstance(v, Verdict) else v["status"]
-        counts[status] = counts.get(status, 0) + 1
+        counts[v.status] = counts.get(v.status, 0) + 1
     names = [("problem", "problem"), ("warning", "warning"), ("note", "note"), ("ok", "ok"), ("n/a", "not assessed")]
     parts = []
     for status, name in names:
@@ -274,7 +273,7 @@ def _importance(d: dict) -> List[Verdict]:
             "estimate is used above." if disagree else "Both proposals give the same log p(x)."))
     if khat is not None:
         s_max = k[-1]
-        t_k = khat_threshold(s_max)
+        t_k = khat["threshold"]  # the threshold the share was counted with
         share, t_ok, t_bad = khat["share_bad"], THRESHOLDS["khat_share_ok"], THRESHOLDS["khat_share_problem"]
         converged = rise is not None and rise <= THRESHOLDS["k_convergence"]
         if share <= t_ok:
@@ -394,9 +393,8 @@ def _data_shift(shift: Optional[dict]) -> List[Verdict]:
     pixels = (f"; mean pixel value {shift['pixel_mean_data']:.3f} here, {shift['pixel_mean_run']:.3f} in the "
               f"run's training data")
     shifted = drop > t
-    where = "the data diagnosed here" if not shift["same_data"] else "the run's own test split"
     return [Verdict("Data shift", "warning" if shifted else "ok",
-                    f"ELBO {shift['elbo']:.2f} on {where} against {shift['reference_elbo']:.2f} on the run's "
+                    f"ELBO {shift['elbo']:.2f} on the data diagnosed here against {shift['reference_elbo']:.2f} on the run's "
                     f"held-out data at the end of training: {drop:+.2f} nats{pixels}",
                     f"warning when the ELBO is more than {t:g} nats below the run's own held-out ELBO",
                     "The diagnosed images are much less likely under the model than the data it was trained on: "
