@@ -308,6 +308,7 @@ class LatentDiagnostics:
         if self.sites is not None:
             out["kl_sites"] = {name: s["kl"] for name, s in self.sites.items()}
             out["active_units_sites"] = {name: s["active_units"] for name, s in self.sites.items()}
+            out["mutual_info_sites"] = {name: s.get("mutual_info") for name, s in self.sites.items()}
         return out
 
 

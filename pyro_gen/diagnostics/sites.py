@@ -12,8 +12,8 @@ hierarchical VAE), everything comes from :func:`pyro_gen.traces.site_log_probs`:
 the bars averaging the K draws; the KL terms of all sites add up to the ELBO's KL term
 (:math:`\\mathrm{ELBO} = \\text{rec} - \\sum_s \\mathrm{KL}_s`). For a hierarchy the KL of a lower
 site is taken against its conditional prior :math:`p(z_l \\mid z_{l+1})` at the guide's draws.
-A unit of a site is active when the variance over data of its posterior mean (the average of the
-K draws) exceeds 0.01 (Burda et al. 2015).
+A unit of a site is active when the variance over data of its posterior mean (the guide's mean
+where its distribution has one, else the average of the K draws) exceeds 0.01 (Burda et al. 2015).
 
 The mutual information :math:`I(x; z_s)` of a site is reported where it is defined from the
 guide alone: for a site whose guide distribution depends on x only, not on the guide's other
@@ -25,7 +25,7 @@ KL is not reported per site.
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import pyro
 import pyro.poutine as poutine
@@ -61,11 +61,21 @@ def x_only_sites(pair, x: torch.Tensor, *args, names=None) -> Dict[str, object]:
     return out
 
 
-def _site_mutual_info(pair, x: torch.Tensor, args, names) -> Dict[str, float]:
-    """:math:`I(x; z_s)` per site that depends on the data alone (see the module's description)."""
+def _site_mutual_info(pair, x: torch.Tensor, args, names, known: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """:math:`I(x; z_s)` per site that depends on the data alone (see the module's description);
+    ``known``: those sites' names, found before (:func:`x_only_sites`), so that one guide trace
+    gives their distributions."""
     out = {}
-    try:
-        roots = x_only_sites(pair, x, *args, names=names) if len(x) >= 2 else {}
+    try:  # on a forked random state, so that the draws below are the same whichever way the sites are found
+        with torch.random.fork_rng(devices=rng_devices(x)):
+            if len(x) < 2:
+                roots = {}
+            elif known is None:
+                roots = x_only_sites(pair, x, *args, names=names)
+            else:
+                with pyro.validation_enabled(False):
+                    trace = poutine.trace(pair.guide).get_trace(x, *args)
+                roots = {name: trace.nodes[name]["fn"] for name in known}
     except Exception:  # noqa: BLE001 -- a guide that cannot be re-run conditioned: no I(x; z)
         return out
     for name, q in roots.items():
@@ -77,10 +87,34 @@ def _site_mutual_info(pair, x: torch.Tensor, args, names) -> Dict[str, float]:
     return out
 
 
+def _guide_means(pair, x: torch.Tensor, args, names, seed: int) -> Dict[str, torch.Tensor]:
+    """Each latent site's guide mean ``(N, D)`` (float64) where its distribution has one and it is
+    one row of D per datum (a lower site of a hierarchy: its mean given one draw of the sites it
+    depends on). The activity of a unit is the variance over data of this mean (Burda et al. 2015);
+    the average of K draws would add the guide's own variance / K (0.06 for a collapsed unit at
+    K = 16, above the 0.01 threshold)."""
+    out = {}
+    with torch.random.fork_rng(devices=rng_devices(x)), pyro.validation_enabled(False):
+        torch.manual_seed(seed + 2)
+        try:
+            trace = poutine.trace(pair.guide).get_trace(x, *args)
+        except Exception:  # noqa: BLE001 -- measured from the draws instead
+            return out
+    for name in names:
+        try:
+            mean = trace.nodes[name]["fn"].mean
+        except (NotImplementedError, AttributeError, KeyError):
+            continue
+        if mean.dim() >= 1 and mean.shape[0] == len(x) and mean.numel() % len(x) == 0:
+            out[name] = mean.reshape(len(x), -1).double()
+    return out
+
+
 @torch.no_grad()
 def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_points: int = 500, seed: int = 0,
                      min_kl: float = COLLAPSE_KL, min_active_units: int = COLLAPSE_ACTIVE,
-                     active_threshold: float = ACTIVE_THRESHOLD) -> LatentDiagnostics:
+                     active_threshold: float = ACTIVE_THRESHOLD,
+                     x_only: Optional[Sequence[str]] = None) -> LatentDiagnostics:
     """Per-site latent diagnostics of any pair on (at most ``max_points`` of) ``x``.
 
     :param pair: a model/guide pair (the contract of :mod:`pyro_gen.traces`).
@@ -89,8 +123,11 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
     :param num_samples: K draws per datum.
     :param max_points: data used at most (evenly spaced).
     :param seed: seed of the draws (the global random state is left as it was).
+    :param x_only: the names of the sites the guide draws from the data alone, if known
+        (:func:`x_only_sites`; found here when ``None``).
     :returns: a :class:`~pyro_gen.diagnostics.latent.LatentDiagnostics` whose totals add the
-        sites up and whose ``sites`` holds, per latent site, its KL, active units and activity.
+        sites up and whose ``sites`` holds, per latent site, its KL, active units, activity and
+        I(x; z_s) where defined.
     """
     t0 = time.perf_counter()
     x = _subset(x, max_points)
@@ -101,11 +138,14 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
     rec = sum(model[name] for name in sites.observed).mean(0).double()
     per_site, activity, kl_total = {}, [], torch.zeros_like(rec)
     point_mass = bool(sites.point_mass)
+    means = _guide_means(pair, x, args, sites.latent, seed)
     for name in sites.latent:
         kl = (guide[name] - model[name]).mean(0).double()
         kl_total = kl_total + kl
-        v = draws.get(name)
-        act = None if v is None or len(x) < 2 else v.mean(0).var(0, unbiased=True)
+        v = means.get(name)
+        if v is None and draws.get(name) is not None:  # no closed-form mean: the average of the K draws
+            v = draws[name].mean(0)
+        act = None if v is None or len(x) < 2 else v.var(0, unbiased=True)
         per_site[name] = {"kl": None if point_mass else float(kl.mean()),
                           "dims": None if act is None else int(act.numel()),
                           "active_units": None if act is None else int((act > active_threshold).sum()),
@@ -114,7 +154,7 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
             activity += act.tolist()
     with torch.random.fork_rng(devices=rng_devices(x)):
         torch.manual_seed(seed + 1)
-        mutual = {} if point_mass else _site_mutual_info(pair, x, args, sites.latent)
+        mutual = {} if point_mass else _site_mutual_info(pair, x, args, sites.latent, x_only)
     for name in per_site:
         per_site[name]["mutual_info"] = mutual.get(name)
     n_active = sum(s["active_units"] or 0 for s in per_site.values())
@@ -132,7 +172,8 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
     return LatentDiagnostics(
         rec=float(rec.mean()), kl=kl_mean, kl_closed_form=False,
         kl_per_dim=None, kl_per_dim_note="per site: see sites", activity=activity, active_units=n_active,
-        mutual_info=next(iter(mutual.values())) if single else None, marginal_kl=None, collapse=bool(reasons), collapse_reason="; ".join(reasons),
+        mutual_info=next(iter(mutual.values())) if single else None, marginal_kl=None, collapse=bool(reasons),
+        collapse_reason="; ".join(reasons),
         num_points=len(x), active_threshold=active_threshold, min_kl=min_kl, min_active_units=min_active_units,
         note=note, seconds=time.perf_counter() - t0, sites=per_site)
 
@@ -140,17 +181,25 @@ def site_diagnostics(pair, x: torch.Tensor, *args, num_samples: int = 16, max_po
 def pair_epoch_metrics(x_fallback: Optional[torch.Tensor] = None, **kwargs):
     """An ``epoch_metrics(pair, x_val)`` callable for :func:`pyro_gen.train.fit`: the
     :meth:`~pyro_gen.diagnostics.latent.LatentDiagnostics.row` of :func:`site_diagnostics` on
-    held-out data (one intra-op thread, as :func:`~pyro_gen.diagnostics.latent.epoch_diagnostics`)."""
+    held-out data (one intra-op thread, as :func:`~pyro_gen.diagnostics.latent.epoch_diagnostics`).
+    Which sites the guide draws from the data alone is a property of the guide's structure: it is
+    found on the first epoch and reused."""
+    x_only = None
+
     def epoch_metrics(pair, x_val):
+        nonlocal x_only
         x = x_val if x_val is not None else x_fallback
         if x is None or len(x) == 0:
             return {}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return site_diagnostics(pair, x, **kwargs).row()
+            lat = site_diagnostics(pair, x, x_only=x_only, **kwargs)
         finally:
             torch.set_num_threads(threads)
+        if x_only is None:
+            x_only = [name for name, s in lat.sites.items() if s["mutual_info"] is not None]
+        return lat.row()
     return epoch_metrics
 
 

@@ -64,3 +64,47 @@ def test_per_site_kl_of_a_two_site_model_equals_its_closed_form():
         assert d.sites[site]["kl"] == pytest.approx(exact, abs=0.02 + 0.01 * exact)
     assert d.kl == pytest.approx(d.sites["za"]["kl"] + d.sites["zb"]["kl"], abs=1e-9)
     assert d.sites["za"]["dims"] == 2 and d.sites["zb"]["dims"] == 3
+
+
+def test_the_per_epoch_hook_finds_the_data_only_sites_once_and_records_their_information(monkeypatch):
+    """Which sites are drawn from the data alone is found on the first epoch only; every epoch's row
+    has I(x; z_s) per site, the same as a full site_diagnostics on the same data and seed."""
+    from pyro_gen.diagnostics import sites as sites_module
+    from pyro_gen.diagnostics.sites import pair_epoch_metrics
+    pair = HVAE((1, 4, 4), latent_dims=(3, 2), hidden=(8,))
+    x = torch.rand(30, 1, 4, 4).bernoulli()
+    calls = []
+    real = sites_module.x_only_sites
+    monkeypatch.setattr(sites_module, "x_only_sites", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hook = pair_epoch_metrics(num_samples=2)
+    rows = [hook(pair, x) for _ in range(3)]
+    assert len(calls) == 1
+    expected = site_diagnostics(pair, x, num_samples=2).sites
+    for row in rows:
+        assert row["mutual_info_sites"]["z2"] is None
+        assert row["mutual_info_sites"]["z1"] == pytest.approx(expected["z1"]["mutual_info"], abs=1e-9)
+
+
+class _HalfCollapsed(nn.Module):
+    """q(z|x) = N((x, 0), diag(0.1^2, 1)): unit 0 follows x (activity var(x) = 1), unit 1 is the prior
+    for every x (activity exactly 0)."""
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z[:, :1], 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            loc = torch.cat([x, torch.zeros_like(x)], -1)
+            pyro.sample("z", dist.Normal(loc, torch.tensor([0.1, 1.0])).to_event(1))
+
+
+def test_a_collapsed_unit_is_inactive_whatever_the_number_of_draws():
+    """Activity is the variance over data of the guide's mean: 0 for a unit whose q is the prior
+    (the variance of the average of K = 16 draws would read 1/16 = 0.06, above the 0.01 threshold)."""
+    x = torch.randn(400, 1, generator=torch.Generator().manual_seed(0))
+    lat = site_diagnostics(_HalfCollapsed(), x, num_samples=16, max_points=400)
+    assert lat.sites["z"]["active_units"] == 1 and lat.active_units == 1
+    assert lat.sites["z"]["activity"][1] == 0.0
+    assert lat.sites["z"]["activity"][0] == pytest.approx(float(x.var()), rel=1e-6)
