@@ -95,7 +95,7 @@ def _build_ssvae(spec: ModelSpec, config: dict) -> nn.Module:
 def _build_hvae(spec: ModelSpec, config: dict) -> nn.Module:
     from .hvae import HVAE
     return HVAE(spec.image_shape, latent_dims=(2 * spec.latent_dim, spec.latent_dim), hidden=spec.hidden,
-                likelihood=spec.likelihood)
+                likelihood=spec.likelihood, prior=spec.prior)
 
 
 def _build_gan(spec: ModelSpec, config: dict) -> nn.Module:
@@ -139,9 +139,10 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family("ssvae", "semi-supervised M2, with --labels-per-class", "semi-supervised VAE (M2)", _build_ssvae,
            inputs="semi", train_defaults={"elbo": "enum"}),
     Family("hvae", "hierarchical VAE with two stochastic layers, z1 of 2 x --latent-dim and z2 of --latent-dim "
-                   "units (Burda et al. 2015's shape; bottom-up inference; 10 epochs of KL warm-up by default)",
+                   "units (Burda et al. 2015's shape; bottom-up inference; 10 epochs of KL warm-up by default; "
+                   "--prior applies to z2)",
            "hierarchical VAE", _build_hvae, guide=None, generic=True, train_defaults=_hvae_defaults,
-           refuses=("guide", "prior", "net", "activation")),
+           refuses=("guide", "net", "activation")),
     # runs written before the moving average and spectral normalization existed had neither
     Family("gan", "the decoder network trained as a GAN generator, on grey-level images (see --gan-loss)",
            "GAN (the decoder network as its generator)", _build_gan, guide=None, settings=GANSettings, density=False,

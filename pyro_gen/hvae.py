@@ -10,7 +10,9 @@ general depth :math:`L`:
     q_\\phi(z_1 \\mid x) \\prod_{l=2}^{L} q_\\phi(z_l \\mid z_{l-1}),
 
 every conditional a diagonal Normal whose mean and scale come from an MLP (softplus units), the
-top prior a standard Normal, the likelihood one of :mod:`pyro_gen.likelihoods`. Sites ``z1`` ..
+top prior :math:`p(z_L)` a standard Normal or any prior of :mod:`pyro_gen.priors` (a VampPrior
+mixes the guide's posterior of the top layer over learned pseudo-images, as in the hierarchical
+VampPrior VAE of Tomczak & Welling 2018), the likelihood one of :mod:`pyro_gen.likelihoods`. Sites ``z1`` ..
 ``zL`` and ``x`` sit inside ``pyro.plate("data")``: the pair uses only what the contract gives
 (:mod:`pyro_gen.traces`), so training, evaluation and the diagnostics reach it through the generic
 paths (the log weights, the ELBO's terms per site). Bottom-up inference was chosen over the
@@ -32,8 +34,9 @@ from torch.nn import functional as F
 from .devices import module_device
 from .errors import InputError
 from .likelihoods import make_likelihood
+from .priors import make_prior, sample_prior
 
-__all__ = ["HVAE", "GaussianLayer"]
+__all__ = ["HVAE", "GaussianLayer", "TopPosterior"]
 
 
 class GaussianLayer(nn.Module):
@@ -59,6 +62,30 @@ class GaussianLayer(nn.Module):
         return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
 
 
+class TopPosterior(nn.Module):
+    """The guide's distribution of the top layer :math:`z_L` given an image, for the priors built
+    from the guide (the VampPrior's components :math:`q(z_L \\mid u_k)`): top-down inference gives
+    :math:`q(z_L \\mid x)` directly; bottom-up inference gives :math:`q(z_L \\mid \\bar z_{L-1})`
+    with each lower layer at its guide's mean. It shares the HVAE's encoder modules.
+
+    :param encoders: the HVAE's encoders (shared, not copied).
+    :param features: its features of x for top-down inference, ``None`` for bottom-up.
+    :param image_shape: ``(C, H, W)`` of an image (of a pseudo-input).
+    """
+
+    def __init__(self, encoders: nn.ModuleList, features: Optional[nn.Module], image_shape: Tuple[int, int, int]):
+        super().__init__()
+        self.encoders, self.features, self.image_shape = encoders, features, tuple(image_shape)
+
+    def forward(self, images: torch.Tensor) -> dist.TorchDistribution:
+        v = images.reshape(images.shape[: images.dim() - 3] + (-1,))
+        if self.features is not None:  # top-down
+            return self.encoders[-1](self.features(v))
+        for encoder in self.encoders[:-1]:
+            v = encoder(v).base_dist.loc
+        return self.encoders[-1](v)
+
+
 class HVAE(nn.Module):
     """A VAE with ``len(latent_dims)`` stochastic layers (see the module's description).
 
@@ -70,10 +97,13 @@ class HVAE(nn.Module):
         ``"top-down"`` (:math:`q(z_L \\mid x) \\prod q(z_l \\mid z_{l+1}, x)`: features of x
         computed once, each lower layer conditioned on them and on the layer above, in the
         generative order, as in the ladder VAE of Sønderby et al. 2016).
+    :param prior: a prior spec of :func:`pyro_gen.priors.make_prior` for the top layer (default
+        ``standard``; ``vamp:K`` uses :class:`TopPosterior` as its guide).
     """
 
     def __init__(self, image_shape: Tuple[int, int, int], latent_dims: Sequence[int] = (64, 32),
-                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli", inference: str = "bottom-up"):
+                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli", inference: str = "bottom-up",
+                 prior: str = "standard"):
         super().__init__()
         if inference not in ("bottom-up", "top-down"):
             raise InputError(f"inference must be bottom-up or top-down, got {inference!r}")
@@ -105,17 +135,23 @@ class HVAE(nn.Module):
             body += [nn.Linear(n, h), nn.Softplus()]
             n = h
         self.pixels = nn.Sequential(*body, nn.Linear(n, pixels))
+        # the standard Normal has no module: a run written before --prior applied to the hvae holds none
+        self.prior = None if prior == "standard" else make_prior(
+            prior, self.latent_dims[-1],
+            guide=TopPosterior(self.encoders, getattr(self, "features", None), self.image_shape))
 
     def _x(self, z1: torch.Tensor) -> dist.TorchDistribution:
         out = self.pixels(z1).reshape(z1.shape[:-1] + self.image_shape)
         return self.likelihood(out)
 
     def _top(self, like: torch.Tensor, batch: int) -> dist.TorchDistribution:
+        if self.prior is not None:
+            return self.prior()
         d = self.latent_dims[-1]
         return dist.Normal(like.new_zeros(batch, d), like.new_ones(batch, d)).to_event(1)
 
     def model(self, x: torch.Tensor) -> None:
-        """:math:`z_L \\sim N(0, I)`, :math:`z_l \\sim p(z_l \\mid z_{l+1})`, :math:`x \\sim p(x \\mid z_1)`."""
+        """:math:`z_L \\sim p(z_L)`, :math:`z_l \\sim p(z_l \\mid z_{l+1})`, :math:`x \\sim p(x \\mid z_1)`."""
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample(f"z{len(self.latent_dims)}", self._top(x, x.shape[0]))
             for level in range(len(self.latent_dims) - 1, 0, -1):
@@ -142,7 +178,10 @@ class HVAE(nn.Module):
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
         device = module_device(self)  # noise drawn on the CPU from the generator, used where the model is
-        z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
+        if self.prior is not None:
+            z = sample_prior(self.prior, n, generator)
+        else:
+            z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
         for level in range(len(self.latent_dims) - 1, 0, -1):
             p = self.decoders[level - 1](z).base_dist
             z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)

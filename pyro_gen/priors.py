@@ -114,13 +114,16 @@ def _shared(t: torch.Tensor, event_dims: int) -> Optional[torch.Tensor]:
     lead = t.dim() - event_dims
     if lead < 0 or any(n != 1 and st != 0 for n, st in zip(t.shape[:lead], t.stride()[:lead])):
         return None
-    return t[(0,) * lead]
+    return t[(0,) * lead] if lead else t
 
 
 def _shared_diagonal_normals(mix: dist.MixtureSameFamily):
     """``(logits (K,), loc (K, D), scale (K, D))`` when the mixture's components are diagonal
     Gaussians and every batch element has the same mixture (one set of ``K`` components, maybe
     expanded to a batch shape by a plate), else ``None``."""
+    source = getattr(mix, "_unexpanded", mix)
+    if source.batch_shape == ():  # the K components themselves: no index into an expanded tensor, whose
+        mix = source  # backward would fill a zero tensor of the whole expanded shape (batch x particles x K x D)
     comp = mix.component_distribution
     if not (isinstance(comp, dist.Independent) and comp.reinterpreted_batch_ndims == 1
             and type(comp.base_dist) is dist.Normal):
@@ -159,6 +162,11 @@ class UniformMixture(dist.MixtureSameFamily):
     :class:`VampPrior` of a diagonal guide) take a faster exact path,
     :func:`diagonal_normal_log_prob_matrix`. Used by :class:`VampPrior`.
     """
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._unexpanded = getattr(self, "_unexpanded", self)  # a plate expands the prior to its batch shape
+        return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -219,7 +227,8 @@ class VampPrior(nn.Module):
             raise InputError("the VampPrior mixes q(z|u_k) over pseudo-images alone; a conditional model's guide "
                              "q(z|x,y) needs labels too (use another prior for --model cvae/ssvae)")
         if image_shape is None:
-            image_shape = getattr(getattr(guide, "encoder", None), "image_shape", None)
+            image_shape = getattr(guide, "image_shape", None) or getattr(getattr(guide, "encoder", None),
+                                                                         "image_shape", None)
             if image_shape is None:
                 raise InputError("VampPrior: cannot tell the image shape from the guide; pass image_shape=")
         self.latent_dim = latent_dim

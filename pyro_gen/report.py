@@ -125,7 +125,8 @@ def _what_was_trained(config: dict, summary_json: dict, history: List[dict]) -> 
         own = f"{family.title}, module:{config['module']}" if config.get("module") else family.help
         rows = rows[:2] + [("model and guide", own), ("settings given to it", f"latent dimensions "
                            f"{model.get('latent_dim')}, hidden widths {tuple(model.get('hidden', ()))}, likelihood "
-                           f"{model.get('likelihood')}")]
+                           f"{model.get('likelihood')}" + ("" if "prior" in family.refuses else
+                                                           f", prior {model.get('prior')}"))]
     rows += [
         ("objective", _objective(train)),
         ("optimizer", f"{train.get('optimizer')}, learning rate {train.get('lr')} ({train.get('lr_schedule')} "

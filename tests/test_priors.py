@@ -224,6 +224,20 @@ def test_uniform_mixture_of_diagonal_normals_is_the_componentwise_sum():
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
+
+def test_an_expanded_uniform_mixture_reads_its_own_components():
+    """A plate (and vectorized particles) expand the prior to (particles, batch); the matrix path
+    must read the K components themselves, not an index into the expanded tensors, whose backward
+    fills a zero tensor of shape (particles, batch, K, D): with 100 pseudo-inputs that made a
+    VampPrior IWAE step 1.6 times slower."""
+    from pyro_gen.priors import UniformMixture, _shared_diagonal_normals
+    loc, scale = torch.randn(7, 5), torch.rand(7, 5) + 0.1
+    mix = UniformMixture(dist.Categorical(logits=torch.zeros(7)), dist.Normal(loc, scale).to_event(1))
+    for expanded in (mix.expand((4, 6)), mix.expand((4, 6)).expand((3, 4, 6))):
+        _, got_loc, got_scale = _shared_diagonal_normals(expanded)
+        assert got_loc is loc and got_scale is scale
+
+
 def test_vamp_prior_refuses_a_point_mass_or_conditional_guide():
     with pytest.raises(ValueError, match="point mass"):
         ModelSpec(IMAGE, latent_dim=2, hidden=(8,), prior="vamp:3", guide="delta").build()

@@ -137,7 +137,7 @@ def _model_kind(args, model_kw: dict) -> str:
         bad = ["--" + k for k in FAMILIES[name].refuses if k in model_kw]
         if bad:
             raise UsageError(f"--model {args.model} cannot take {', '.join(bad)}: its model defines its own "
-                             + ("networks, guide and prior" if name == "module" else "MLPs, guide and prior"))
+                             + ("networks, guide and prior" if name == "module" else "MLPs and guide"))
         return name
     guide = model_kw.get("guide")
     if args.model == "ae" and guide not in (None, MODELS["ae"]):
