@@ -30,7 +30,7 @@ from .compare import COMPARE_MODEL_FLAGS, add_compare_parser, cmd_compare  # noq
 from .diagnose import add_diagnose_parser, cmd_diagnose
 from .doctor import add_doctor_parser, cmd_doctor
 from .evaluate import add_evaluate_parser, add_sample_parser, cmd_evaluate, cmd_sample
-from .train import GAN_FLAGS, MODELS, TRAIN_FLAGS, add_train_parser, cmd_train  # noqa: F401
+from .train import MODELS, TRAIN_FLAGS, add_train_parser, cmd_train  # noqa: F401
 
 __all__ = ["main", "build_parser"]
 

@@ -1,13 +1,13 @@
 """What the ``pyro-gen`` commands share: the parser whose errors are one line, :class:`UsageError`,
-the checked number types given to argparse, the model flags, and the kind of a saved run."""
+the model flags, and the kind of a saved run (the checked number types are :mod:`pyro_gen._flags`)."""
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from ..checkpoint import CONFIG
+from .._flags import positive_int
 from .._spec import canonical_spec
 from ..errors import InputError
 from .._spec import spec_usage
@@ -38,23 +38,6 @@ def refuse_under_torchrun(what: str) -> None:
                          "training of the VAE models is split over processes: run it without torchrun")
 
 
-def _checked(convert, ok, what: str):
-    """An argparse ``type``: ``convert(text)`` that must satisfy ``ok``, else "expected WHAT"."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
-_nonnegative_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
-_positive_float = _checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-_nonnegative_float = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a non-negative number")
 
 
 def _hidden(text: str) -> tuple:
@@ -69,7 +52,7 @@ def _hidden(text: str) -> tuple:
 
 # Model flags: (flag, ModelSpec field, argparse kwargs). Defaults live in ModelSpec and TrainSettings.
 MODEL_FLAGS = [
-    ("--latent-dim", "latent_dim", dict(type=_positive_int, help="size of z (default 32)")),
+    ("--latent-dim", "latent_dim", dict(type=positive_int, help="size of z (default 32)")),
     ("--net", "net", dict(choices=list(NETWORKS), help="encoder/decoder networks (default mlp)")),
     ("--hidden", "hidden", dict(type=_hidden, help="hidden widths, e.g. 400 or 512,256 (default 400)")),
     ("--likelihood", "likelihood", dict(choices=list(LIKELIHOODS), help="p(x|z) (default bernoulli)")),

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import MODEL_FLAGS, UsageError, _explicit, _positive_float, _positive_int, add_device_flag, device_of
+from .._flags import positive_float, positive_int
+from ._common import MODEL_FLAGS, UsageError, _explicit, add_device_flag, device_of
 
 #: The model flags of ``pyro-gen compare``: the networks every compared model shares.
 COMPARE_MODEL_FLAGS = [f for f in MODEL_FLAGS if f[1] in ("latent_dim", "net", "hidden", "likelihood", "activation")]
@@ -24,26 +25,26 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--models", metavar="LIST", help="comma-separated: vae, ae, gan (non-saturating), wgan-gp "
                     "(default vae,gan; none when --runs is given)")
     cp.add_argument("--runs", nargs="+", type=Path, metavar="RUN", help="finished run directories to score as they are")
-    cp.add_argument("--budget-seconds", type=_positive_float, default=120.0,
+    cp.add_argument("--budget-seconds", type=positive_float, default=120.0,
                     help="wall-clock training time of each model; training stops after the epoch that crosses it "
                          "(default 120)")
-    cp.add_argument("--max-epochs", type=_positive_int, default=100000, help="cap on the epochs of each model")
+    cp.add_argument("--max-epochs", type=positive_int, default=100000, help="cap on the epochs of each model")
     cp.add_argument("--out", type=Path, help="output folder (default runs/compare-TIMESTAMP)")
     cp.add_argument("--data", help="mnist-10k (bundled, default; or the first run's data), mnist, fashion-mnist, "
                                    "or a .npz file with labels")
     cp.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
     for flag, _, kw in COMPARE_MODEL_FLAGS:
         cp.add_argument(flag, **kw)
-    cp.add_argument("--k", type=_positive_int, default=1000, help="importance samples per test image for the NLL "
+    cp.add_argument("--k", type=positive_int, default=1000, help="importance samples per test image for the NLL "
                     "(default 1000)")
-    cp.add_argument("--draws", type=_positive_int, default=10, help="ELBO draws per test image (default 10)")
-    cp.add_argument("--n-samples", type=_positive_int, help="samples per model (default: the test-split size)")
-    cp.add_argument("--nn-k", type=_positive_int, default=5, help="neighbour k of precision/recall/density/coverage "
+    cp.add_argument("--draws", type=positive_int, default=10, help="ELBO draws per test image (default 10)")
+    cp.add_argument("--n-samples", type=positive_int, help="samples per model (default: the test-split size)")
+    cp.add_argument("--nn-k", type=positive_int, default=5, help="neighbour k of precision/recall/density/coverage "
                     "(default 5)")
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--classifier-cache", type=Path, metavar="DIR", help="cache of the domain classifier (default "
                     "$PYRO_GEN_CACHE/classifier or ~/.cache/pyro_gen/classifier)")
-    cp.add_argument("--classifier-epochs", type=_positive_int, default=5, help=argparse.SUPPRESS)  # tests only
+    cp.add_argument("--classifier-epochs", type=positive_int, default=5, help=argparse.SUPPRESS)  # tests only
     add_device_flag(cp)
     cp.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 

@@ -6,9 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import _positive_int, add_device_flag, device_of, refuse_without_density
-
-
+from .._flags import positive_int
+from ._common import add_device_flag, device_of, refuse_without_density
 def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``pyro-gen diagnose`` and its flags to the subcommands ``sub``."""
     dg = sub.add_parser("diagnose", help="diagnose a trained run and write report.html",
@@ -18,16 +17,16 @@ def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
                                     "a self-contained report.html into RUN_DIR.")
     dg.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     dg.add_argument("--data", help="diagnose on this data set's test split instead of the run's")
-    dg.add_argument("--k-max", type=_positive_int, default=5000,
+    dg.add_argument("--k-max", type=positive_int, default=5000,
                     help="importance samples per image for the IWAE curve and k-hat (default 5000)")
-    dg.add_argument("--points", type=_positive_int, default=500,
+    dg.add_argument("--points", type=positive_int, default=500,
                     help="test images for the IWAE curve, k-hat and posterior draws (default 500)")
-    dg.add_argument("--gap-points", type=_positive_int, default=None,
+    dg.add_argument("--gap-points", type=positive_int, default=None,
                     help="test images for the amortization gap (default 100 for the built-in VAE's guides; 10 for "
                          "any other pair -- your own, the hvae, a cvae -- whose guide is refined on each image in turn)")
-    dg.add_argument("--gap-steps", type=_positive_int, default=500,
+    dg.add_argument("--gap-steps", type=positive_int, default=500,
                     help="Adam steps of the per-image optimization for the amortization gap (default 500)")
-    dg.add_argument("--grad-repeats", type=_positive_int, default=100,
+    dg.add_argument("--grad-repeats", type=positive_int, default=100,
                     help="gradient draws for the gradient variance and SNR (default 100)")
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--json", action="store_true", help="print diagnostics.json's content on standard output")

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import UsageError, _positive_int, add_device_flag, device_of, refuse_without_density
-
-
+from .._flags import positive_int
+from ._common import UsageError, add_device_flag, device_of, refuse_without_density
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``pyro-gen evaluate`` and its flags to the subcommands ``sub``."""
     ev = sub.add_parser("evaluate", help="test ELBO and importance-sampled log-likelihood of a run",
@@ -20,8 +19,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                                     "draws and the importance-sampled -log p(x) with K samples from the guide.")
     ev.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     ev.add_argument("--data", help="evaluate on this data set's test split instead of the run's")
-    ev.add_argument("--k", type=_positive_int, default=5000, help="importance samples per image (default 5000)")
-    ev.add_argument("--draws", type=_positive_int, default=10, help="ELBO draws per image (default 10)")
+    ev.add_argument("--k", type=positive_int, default=5000, help="importance samples per image (default 5000)")
+    ev.add_argument("--draws", type=positive_int, default=10, help="ELBO draws per image (default 10)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     add_device_flag(ev)
@@ -33,7 +32,7 @@ def add_sample_parser(sub: argparse._SubParsersAction) -> None:
     sm = sub.add_parser("sample", help="draw images from a trained model",
                         description="Draw codes from the prior and write the decoder's mean images.")
     sm.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    sm.add_argument("-n", type=_positive_int, default=64, help="how many images (default 64)")
+    sm.add_argument("-n", type=positive_int, default=64, help="how many images (default 64)")
     sm.add_argument("-o", "--output", type=Path, required=True, help="FILE.png (a grid) or FILE.npy (N x C x H x W)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--label", type=int, help="draw images of this class only (a cvae or ssvae run)")

@@ -15,13 +15,12 @@ from ..data import load_data
 from ..families import FAMILIES, binarizes, family_of, parse_model
 from .._spec import parse_spec
 from ..guides import GUIDES
-from ..nets import NETWORKS
 from ..objectives import ELBOS, KL_SCHEDULES, OBJECTIVES
 from ..priors import PRIORS
 from ..train import TrainSettings
-from ._common import (MODEL_FLAGS, UsageError, _explicit, _nonnegative_float, _nonnegative_int, _positive_float,
-                      _positive_int, _run_family, add_device_flag, device_of, record_resume, refuse_under_torchrun,
-                      resume_changes)
+from .._flags import nonnegative_float, nonnegative_int, positive_float, positive_int
+from ._common import (MODEL_FLAGS, UsageError, _explicit, _run_family, add_device_flag, device_of, record_resume,
+                      refuse_under_torchrun, resume_changes)
 
 #: ``--model`` names -> the guide spec they default to (None: the family has no --guide).
 MODELS = {name: family.guide for name, family in FAMILIES.items() if name != "module"}
@@ -35,67 +34,27 @@ def _model_arg(text: str) -> str:
     return text
 
 
-def _ema(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-#: ``pyro-gen train --model gan`` flags: (flag, GANSettings field, argparse kwargs).
-GAN_FLAGS = [
-    ("--gan-loss", "loss", dict(choices=["ns", "wgan-gp"], help="--model gan: ns (non-saturating, default) or "
-                                "wgan-gp (Wasserstein with gradient penalty); --lr is then the generator's learning "
-                                "rate (default 2e-4)")),
-    ("--d-lr", "d_lr", dict(type=_positive_float, help="--model gan: the discriminator's learning rate "
-                            "(default: as the generator's)")),
-    ("--disc-net", "disc_net", dict(choices=list(NETWORKS), help="--model gan: the discriminator's network "
-                                    "(default: as --net; the generator is always the --net decoder)")),
-    ("--spectral-norm", "spectral_norm", dict(action=argparse.BooleanOptionalAction, help="--model gan: spectral "
-                                              "normalization of the discriminator (default: on for ns, off for wgan-gp)")),
-    ("--ema", "ema", dict(type=_ema, metavar="DECAY", help="--model gan: decay of the moving average of the "
-                          "generator's weights that samples come from (default 0.999; 0: none)")),
-]
-
-#: ``pyro-gen train --model ssvae`` flags: (flag, key of the config's "ssvae" section, argparse kwargs).
-SSVAE_FLAGS = [
-    ("--aux-weight", "aux_weight", dict(type=_nonnegative_float, metavar="W", help="--model ssvae: weight of the "
-                                        "classification term log q(y|x) per labelled image (default 10 N / N_labelled; "
-                                        "Kingma et al. used 0.1 N / N_labelled)")),
-    ("--labelled-repeat", "repeat", dict(type=_positive_int, metavar="R", help="--model ssvae: copies of each labelled "
-                                         "image per epoch, weighted 1/R so the objective is unchanged (default: half "
-                                         "of the data)")),
-    ("--augment", "augment", dict(action=argparse.BooleanOptionalAction, help="--model ssvae: train the "
-                                  "classification term on randomly rotated, scaled and shifted labelled images "
-                                  "(default: on)")),
-    ("--aux-dim", "aux_dim", dict(type=_nonnegative_int, metavar="N", help="--model ssvae: size of the auxiliary "
-                                  "latent a of the ADGM (Maaloe et al. 2016); 0: plain M2 (default)")),
-]
-
 #: ``pyro-gen train`` training flags: (flag, TrainSettings field, argparse kwargs).
 TRAIN_FLAGS = [
-    ("--epochs", "epochs", dict(type=_positive_int, help="passes over the training data (default 100)")),
-    ("--batch-size", "batch_size", dict(type=_positive_int, help="minibatch size (default 128)")),
-    ("--lr", "lr", dict(type=_positive_float, help="peak learning rate (default 3e-3)")),
+    ("--epochs", "epochs", dict(type=positive_int, help="passes over the training data (default 100)")),
+    ("--batch-size", "batch_size", dict(type=positive_int, help="minibatch size (default 128)")),
+    ("--lr", "lr", dict(type=positive_float, help="peak learning rate (default 3e-3)")),
     ("--elbo", "elbo", dict(choices=list(ELBOS), help="trace: Monte Carlo KL; meanfield: closed-form KL where one exists, "
                                                      "Monte Carlo otherwise; analytic: closed-form KL or an error; "
                                                      "enum: discrete latents summed exactly, for --model ssvae "
                                                      "(default meanfield)")),
     ("--optimizer", "optimizer", dict(choices=["adam", "clippedadam"], help="default adam")),
     ("--lr-schedule", "lr_schedule", dict(choices=["cosine", "constant"], help="default cosine")),
-    ("--patience", "patience", dict(type=_positive_int, help="early stopping on a held-out 10%% of the training data")),
+    ("--patience", "patience", dict(type=positive_int, help="early stopping on a held-out 10%% of the training data")),
     ("--objective", "objective", dict(metavar="SPEC", help=f"what training maximizes: "
                                       f"{', '.join(e.usage for e in OBJECTIVES.values())} (default elbo; "
                                       f"iwae and renyi bring their own estimator: --elbo applies to elbo)")),
-    ("--beta", "beta", dict(type=_positive_float, help="weight of the KL term after warm-up (beta-VAE; default 1)")),
-    ("--warmup-epochs", "warmup_epochs", dict(type=_nonnegative_int, help="epochs of the KL ramp from 0 to beta "
+    ("--beta", "beta", dict(type=positive_float, help="weight of the KL term after warm-up (beta-VAE; default 1)")),
+    ("--warmup-epochs", "warmup_epochs", dict(type=nonnegative_int, help="epochs of the KL ramp from 0 to beta "
                                               "(default 0: none)")),
     ("--kl-schedule", "kl_schedule", dict(choices=list(KL_SCHEDULES), help="linear: one ramp; cyclical: ramp, "
                                           "then as many epochs at beta, repeated (default linear)")),
-    ("--free-bits", "free_bits", dict(type=_nonnegative_float, metavar="NATS",
+    ("--free-bits", "free_bits", dict(type=nonnegative_float, metavar="NATS",
                                       help="free bits: each latent dimension's batch-average KL counts as at least "
                                            "NATS (Kingma et al. 2016; diagonal guide, factorized prior; default 0)")),
     ("--seed", "seed", dict(type=int, help="random seed (default 0)")),
@@ -115,12 +74,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data-root", type=Path, help="folder holding the mnist / fashion-mnist files")
     train.add_argument("--model", type=_model_arg, metavar="MODEL", help="; ".join(
         f"{name if name != 'module' else 'module:pkg.mod:Factory'}: {family.help}" for name, family in FAMILIES.items()))
-    for flag, _, kw in GAN_FLAGS:
-        train.add_argument(flag, **kw)
-    train.add_argument("--labels-per-class", type=_positive_int, metavar="N",
-                       help="--model ssvae: labelled training images kept per class (chosen with --seed)")
-    for flag, _, kw in SSVAE_FLAGS:
-        train.add_argument(flag, **kw)
+    for name, family in FAMILIES.items():  # each family's own flags, declared in its registry entry
+        group = train.add_argument_group(f"flags of --model {name} ({family.title})") if family.flags else None
+        for flag in family.flags:
+            flag.add_to(group, name)
     for flag, _, kw in MODEL_FLAGS + TRAIN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
@@ -133,12 +90,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _model_kind(args, model_kw: dict) -> str:
     """Resolve ``--model`` against ``--guide`` (``ae`` is the delta guide) and check both spec strings."""
     if args.model is not None and (args.model not in MODELS or MODELS[args.model] is None):
-        name, _ = parse_model(args.model)
-        bad = ["--" + k for k in FAMILIES[name].refuses if k in model_kw]
-        if bad:
-            raise UsageError(f"--model {args.model} cannot take {', '.join(bad)}: its model defines its own "
-                             + ("networks, guide and prior" if name == "module" else "MLPs and guide"))
-        return name
+        return parse_model(args.model)[0]
     guide = model_kw.get("guide")
     if args.model == "ae" and guide not in (None, MODELS["ae"]):
         raise UsageError(f"--model ae is the deterministic autoencoder (guide delta) and cannot take --guide {guide}: "
@@ -150,31 +102,6 @@ def _model_kind(args, model_kw: dict) -> str:
     parse_spec(model_kw["guide"], GUIDES, "guide")
     parse_spec(model_kw.get("prior", "standard"), PRIORS, "prior")
     return model
-
-
-def _labelled_train_kw(args, model: str, train_kw: dict) -> dict:
-    """Check the flags that depend on ``--model``; the semi-supervised VAE needs the enumerated ELBO."""
-    ssvae_flags = [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
-    if args.labels_per_class is not None:
-        ssvae_flags.insert(0, "--labels-per-class")
-    semi = FAMILIES[model].inputs == "semi"
-    if ssvae_flags and not semi:
-        raise UsageError(f"{', '.join(ssvae_flags)}: {'this flag is' if len(ssvae_flags) == 1 else 'these flags are'} "
-                         "for --model ssvae (the semi-supervised VAE)")
-    if not semi:
-        return train_kw
-    if args.labels_per_class is None:
-        raise UsageError("--model ssvae needs --labels-per-class N, the labelled training images kept per class")
-    if train_kw.get("elbo", "enum") != "enum":
-        raise UsageError(f"--model ssvae sums over the classes exactly with --elbo enum (its default), not "
-                         f"--elbo {train_kw['elbo']}")
-    if train_kw.get("objective", "elbo") != "elbo":
-        raise UsageError("--model ssvae trains on its ELBO: it cannot take --objective")
-    if train_kw.get("free_bits"):
-        raise UsageError("--model ssvae cannot use --free-bits")
-    if "patience" in train_kw:
-        raise UsageError("--model ssvae cannot use --patience: the held-out split would take labelled images away")
-    return {**train_kw, "elbo": "enum"}
 
 
 def _condition(model: str, ds, data_spec: str):
@@ -191,15 +118,6 @@ def _condition(model: str, ds, data_spec: str):
         arrays = "a 'labels' or a 'condition' array" if conditional else "a 'labels' array"
         raise UsageError(f"--model {model} needs {what}, and {data_spec} has none (a .npz file needs {arrays})")
     return ds.num_classes, ("labels" if conditional else None)
-
-
-def _ssvae_config(labels_per_class: int, ds, seed: int, options: dict) -> dict:
-    """The config's ``"ssvae"`` section: the labelled subset and the ``SSVAE_FLAGS`` given (``options``)."""
-    from ..ssvae import semi_supervised_data
-    semi = semi_supervised_data(ds.train_x, ds.train_y, labels_per_class, seed=seed, repeat=options.get("repeat"))
-    return {"labels_per_class": labels_per_class, "num_labelled": semi.num_labelled, "repeat": semi.repeat,
-            "aux_weight": options.get("aux_weight", semi.aux_weight), "labelled_weight": semi.labelled_weight,
-            "augment": bool(options.get("augment", True)), "aux_dim": int(options.get("aux_dim", 0))}
 
 
 def _fit_inputs(config: dict, ds, c_train, c_test):
@@ -230,6 +148,33 @@ def _resuming(args) -> bool:
     return False
 
 
+def _family_of_args(args):
+    """The family the command line trains: with ``--resume``, the run's in ``--out`` (when it holds
+    one), else ``--model``'s (``ae`` and ``vae`` alike: neither has flags of its own)."""
+    family = _run_family(args.out) if args.resume else None
+    if family is not None:
+        return family
+    return FAMILIES[parse_model(args.model)[0]] if args.model else FAMILIES["vae"]
+
+
+def _check_family_flags(args, family, given: dict, new: bool) -> None:
+    """One line for another family's flags, for a setting ``family`` refuses (``given``: the model
+    and training settings given), or, for a new run, a missing flag the family requires."""
+    for other in FAMILIES.values():
+        flags = [f.name for f in other.flags if other is not family and f.value(args) is not None]
+        if flags:
+            raise UsageError(f"{', '.join(flags)}: {'this flag is' if len(flags) == 1 else 'these flags are'} "
+                             f"for --model {other.name}")
+    refused = family.refused(given)
+    if refused:
+        raise UsageError(f"--model {args.model or family.name} cannot take "
+                         f"{', '.join('--' + k.replace('_', '-') for k in refused)}: {family.refusal}")
+    for flag in family.flags:
+        if new and flag.required and flag.value(args) is None:
+            raise UsageError(f"--model {family.name} needs {flag.name} {flag.kwargs.get('metavar', '')}".rstrip()
+                             + f": {flag.help}")
+
+
 def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
     """The settings ``--resume`` changes (``{name: (stored, new)}``); refuses any flag that would
     change the model or the data (:func:`~pyro_gen.cli._common.resume_changes`)."""
@@ -238,7 +183,7 @@ def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
     def add(name, flag, value, old):
         given[name], stored[name], flags[name] = value, old, flag
 
-    data, ssvae = config.get("data", {}), config.get("ssvae") or {}
+    data, family = config.get("data", {}), family_of(config)
     if args.data is not None:
         add("data", "--data", args.data, data.get("spec"))
     if args.data_root is not None:
@@ -246,11 +191,10 @@ def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
     if args.model is not None:
         kind = config.get("model_kind")
         add("model", "--model", args.model, f"module:{config.get('module')}" if kind == "module" else kind)
-    if args.labels_per_class is not None:
-        add("labels_per_class", "--labels-per-class", args.labels_per_class, ssvae.get("labels_per_class"))
-    for flag, key, _ in SSVAE_FLAGS:
-        if getattr(args, flag[2:].replace("-", "_")) is not None:
-            add("ssvae_" + key, flag, getattr(args, flag[2:].replace("-", "_")), ssvae.get(key))
+    options = (config.get(family.name) or {}) if family.configure else config["train"]
+    for key, value in family.options(args).items():  # the family's own flags
+        flag = next(f.name for f in family.flags if f.key == key)
+        add(f"{family.name}:{key}" if family.configure else key, flag, value, options.get(key))
     for flag, key, _ in MODEL_FLAGS:
         if key in given_kw:
             add(key, flag, given_kw[key], config["model"].get(key))
@@ -282,11 +226,6 @@ def _epoch_metrics(family, x_test: torch.Tensor, y_test):
     return make_epoch_metrics(on_collapse=_warn_collapse)
 
 
-#: ``pyro-gen train`` flags (as TrainSettings / ModelSpec fields) that mean nothing to a GAN.
-_NOT_FOR_GAN = ("prior", "guide", "elbo", "optimizer", "lr_schedule", "patience", "objective", "beta",
-                "warmup_epochs", "kl_schedule", "free_bits")
-
-
 def _cmd_train_gan(args) -> int:
     """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator."""
     from ..gan import GANSettings, build_gan, fit_gan, gan_spec
@@ -296,19 +235,13 @@ def _cmd_train_gan(args) -> int:
     refuse_under_torchrun("train --model gan")
     device = device_of(args)
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
-    bad = ["--" + k.replace("_", "-") for k in _NOT_FOR_GAN if k in {**model_kw, **train_kw}]
-    if args.labels_per_class is not None:
-        bad.append("--labels-per-class")
-    bad += [flag for flag, key, _ in SSVAE_FLAGS if key in _explicit(args, SSVAE_FLAGS)]
-    if bad:
-        raise UsageError(f"--model gan cannot take {', '.join(bad)}: these configure the VAE's likelihood training")
-    gan_kw = _explicit(args, GAN_FLAGS)
+    gan_kw = FAMILIES["gan"].options(args)
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     resuming = _resuming(args)
     if resuming:
         run = load_run(args.out, require_checkpoint=False, family="gan")  # killed before its first epoch: starts
         config, spec, run_dir = run.config, run.spec, args.out
-        changes = _check_resume(args, config, {**model_kw, **gan_kw}, GAN_FLAGS)
+        changes = _check_resume(args, config, {**model_kw, **gan_kw}, ())
         settings = GANSettings(**{**asdict(run.settings), **gan_kw})
         config["train"] = asdict(settings)
         record_resume(config, len(run.history), changes)
@@ -354,16 +287,14 @@ def cmd_train(args) -> int:
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out RUN_DIR, the run to continue (or to start, if it holds none yet)")
-    if args.model == "gan" or (args.resume and _run_family(args.out) is FAMILIES["gan"]):
+    model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
+    family = _family_of_args(args)
+    _check_family_flags(args, family, {**model_kw, **train_kw}, new=not (args.resume and (args.out / CONFIG).exists()))
+    if family.settings is not TrainSettings:  # the GAN: trained by its adversarial step, not by SVI
         return _cmd_train_gan(args)
-    gan_flags = [flag for flag, name, _ in GAN_FLAGS if name in _explicit(args, GAN_FLAGS)]
-    if gan_flags:
-        raise UsageError(f"{', '.join(gan_flags)}: {'this flag is' if len(gan_flags) == 1 else 'these flags are'} "
-                         "for --model gan")
     from .. import distributed
     device = device_of(args)  # an unknown or missing device: one line, before anything is written
     device = distributed.setup(device)  # under torchrun: join the other processes (nccl on CUDA, gloo on the CPU)
-    model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     resuming = _resuming(args)
     if resuming:
         # a run killed before its first epoch ended has no checkpoint yet: it starts again
@@ -377,7 +308,7 @@ def cmd_train(args) -> int:
         run_dir = args.out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (run_dir / CHECKPOINT).exists() or (run_dir / CONFIG).exists():
             raise UsageError(f"{run_dir} already holds a run: continue it with --resume or choose another --out")
-        settings = TrainSettings(**FAMILIES[model].defaults_for(_labelled_train_kw(args, model, train_kw)))
+        settings = TrainSettings(**FAMILIES[model].defaults_for(train_kw))
         data_spec = args.data or "mnist-10k"
     likelihood = model_kw.get("likelihood", "bernoulli") if not resuming else spec.likelihood
     ds = (run.load_data() if resuming else load_data(data_spec, likelihood=likelihood, root=args.data_root))
@@ -387,8 +318,8 @@ def cmd_train(args) -> int:
         config = make_config(spec, settings, data_spec, args.data_root, model_kind=model, condition=condition)
         if model == "module":
             config["module"] = parse_model(args.model)[1]
-        if FAMILIES[model].inputs == "semi":
-            config["ssvae"] = _ssvae_config(args.labels_per_class, ds, settings.seed, _explicit(args, SSVAE_FLAGS))
+        if FAMILIES[model].configure is not None:  # the sections its own flags set (the ssvae's labelled subset)
+            config[model] = FAMILIES[model].configure(FAMILIES[model].options(args), ds, settings.seed)
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
     vae = build_model(spec, config)
     family = family_of(config)
