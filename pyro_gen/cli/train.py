@@ -226,8 +226,9 @@ def _epoch_metrics(family, x_test: torch.Tensor, y_test):
     return make_epoch_metrics(on_collapse=_warn_collapse)
 
 
-def _cmd_train_gan(args) -> int:
-    """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator."""
+def _cmd_train_gan(args, family) -> int:
+    """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator
+    (``family``, the GAN's entry of the registry)."""
     from ..gan import GANSettings, build_gan, fit_gan, gan_spec
     from ..plots import plot_images
     from ..run import load_run, make_config
@@ -235,7 +236,7 @@ def _cmd_train_gan(args) -> int:
     refuse_under_torchrun("train --model gan")
     device = device_of(args)
     model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
-    gan_kw = FAMILIES["gan"].options(args)
+    gan_kw = family.options(args)
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     resuming = _resuming(args)
     if resuming:
@@ -291,7 +292,7 @@ def cmd_train(args) -> int:
     family = _family_of_args(args)
     _check_family_flags(args, family, {**model_kw, **train_kw}, new=not (args.resume and (args.out / CONFIG).exists()))
     if family.settings is not TrainSettings:  # the GAN: trained by its adversarial step, not by SVI
-        return _cmd_train_gan(args)
+        return _cmd_train_gan(args, family)
     from .. import distributed
     device = device_of(args)  # an unknown or missing device: one line, before anything is written
     device = distributed.setup(device)  # under torchrun: join the other processes (nccl on CUDA, gloo on the CPU)
