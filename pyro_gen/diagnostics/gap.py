@@ -228,9 +228,15 @@ def guide_only_parameters(pair, x: torch.Tensor, *args) -> List[torch.Tensor]:
     :func:`~pyro_gen.params.pair_parameters`) that its guide uses and its model does not: what
     refining the guide on one datum may change without changing :math:`p(x, z)`. Found from the
     gradients of one trace of each on ``x``."""
+    return _guide_parameters(pair, x, *args)[0]
+
+
+def _guide_parameters(pair, x: torch.Tensor, *args) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """``(own, shared)``: the trainable tensors the guide uses that the model does not use, and
+    those both use (e.g. an encoder that a VampPrior also runs on its pseudo-inputs)."""
     params = [p for p in pair_parameters(pair) if p.requires_grad]
     if not params:
-        return []
+        return [], []
     with torch.random.fork_rng(devices=rng_devices(x)), pyro.validation_enabled(False), torch.enable_grad():
         guide_trace = poutine.trace(pair.guide).get_trace(x, *args)
         latent = _sample_sites(guide_trace)
@@ -243,7 +249,36 @@ def guide_only_parameters(pair, x: torch.Tensor, *args) -> List[torch.Tensor]:
                     else [None] * len(params))
         in_model = (torch.autograd.grad(m, params, allow_unused=True) if torch.is_tensor(m) and m.requires_grad
                     else [None] * len(params))
-    return [p for p, a, b in zip(params, in_guide, in_model) if a is not None and b is None]
+    used = [(p, b is not None) for p, a, b in zip(params, in_guide, in_model) if a is not None]
+    return [p for p, shared in used if not shared], [p for p, shared in used if shared]
+
+
+class _GuideCall(torch.nn.Module):
+    def __init__(self, pair: torch.nn.Module):
+        super().__init__()
+        self.pair = pair
+
+    def forward(self, *args, **kwargs):
+        return self.pair.guide(*args, **kwargs)
+
+
+class _OwnCopies:
+    """``pair`` whose guide reads its own copies of the module parameters it shares with the model
+    (:func:`torch.func.functional_call`): refining the copies changes :math:`q(z \\mid x)` and
+    leaves :math:`p(x, z)` as it was."""
+
+    def __init__(self, pair: torch.nn.Module, shared: List[torch.Tensor]):
+        names = {id(p): n for n, p in pair.named_parameters()}
+        self.copies = [p.detach().clone().requires_grad_() for p in shared if id(p) in names]
+        self._call, self._names = _GuideCall(pair), ["pair." + names[id(p)] for p in shared if id(p) in names]
+        self.pair = pair
+
+    def model(self, *args, **kwargs):
+        return self.pair.model(*args, **kwargs)
+
+    def guide(self, *args, **kwargs):
+        return torch.func.functional_call(self._call, dict(zip(self._names, self.copies)), args, kwargs,
+                                          strict=False)
 
 
 def _rows(a, k: int):
@@ -314,7 +349,9 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
 
     :math:`q^*` for a datum is the pair's own guide **refined on that datum alone**: the
     parameters that the guide uses and the model does not (:func:`guide_only_parameters`; for an
-    encoder network, its weights) start at their trained values and take ``steps`` Adam steps on
+    encoder network, its weights), and the guide's own copies of the module parameters it shares
+    with the model (a VampPrior runs the encoder in the prior too; the model keeps the trained
+    values), start at their trained values and take ``steps`` Adam steps on
     the reparameterized ELBO of the datum (``num_samples`` draws per step, learning rate decaying
     as a cosine to ``lr / 20``), with the model fixed; they are restored afterwards. The ELBOs of
     both guides use the same draws (common random numbers); :math:`\\log p(x)` is importance
@@ -341,10 +378,14 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
     if discrete:
         return GapResult(note=f"the guide's site {discrete[0]!r} cannot be reparameterized, and refining the "
                               "guide on each datum here follows reparameterized gradients", **settings)
-    params = guide_only_parameters(pair, x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))
+    params, shared = _guide_parameters(pair, x[:2], *(a[:2] if torch.is_tensor(a) else a for a in args))
+    target = pair
+    if shared and isinstance(pair, torch.nn.Module):
+        target = _OwnCopies(pair, shared)
+        params = params + target.copies
     if not params:
-        return GapResult(note="the guide has no parameters of its own (all are shared with the model, or there "
-                              "are none) to refine on each datum", **settings)
+        return GapResult(note="the guide has no parameters of its own to refine on each datum (none, or only "
+                              "pyro.param ones it shares with the model)", **settings)
     amortized = [p.detach().clone() for p in params]
     log_px, elbo_a, elbo_b, failed = [], [], [], 0
     was_training = pair.training if isinstance(pair, torch.nn.Module) else None
@@ -355,21 +396,21 @@ def pair_amortization_gap(pair, x: torch.Tensor, *args, steps: int = 500, lr: fl
         for i in range(len(x)):
             xi, ai = x[i:i + 1], tuple(a[i:i + 1] if torch.is_tensor(a) else a for a in args)
             _assign(params, amortized)
-            elbo_a.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
+            elbo_a.append(_pair_elbo(target, xi, ai, sites, eval_samples, seed + 1 + i))
             with torch.random.fork_rng(devices=rng_devices(x)), torch.enable_grad():
                 torch.manual_seed(seed + i)
 
                 def loss(*_):
-                    log_p, log_q, _trace = _pair_weights(pair, xi, ai, sites, num_samples)
+                    log_p, log_q, _trace = _pair_weights(target, xi, ai, sites, num_samples)
                     return -(log_p - log_q).mean()
                 _adam(loss, params, steps, lr)
             refined = [p.detach().clone() for p in params]
-            elbo_b.append(_pair_elbo(pair, xi, ai, sites, eval_samples, seed + 1 + i))
+            elbo_b.append(_pair_elbo(target, xi, ai, sites, eval_samples, seed + 1 + i))
             if not elbo_b[-1] >= elbo_a[-1]:  # the refinement failed (diverged): q* is the encoder's own
                 refined, elbo_b[-1], failed = amortized, elbo_a[-1], failed + 1
             with torch.random.fork_rng(devices=rng_devices(x)):
                 torch.manual_seed(seed + 7919 + i)
-                log_px.append(_pair_mixture_log_px(pair, xi, ai, sites, params, [amortized, refined],
+                log_px.append(_pair_mixture_log_px(target, xi, ai, sites, params, [amortized, refined],
                                                    log_px_samples))
             bar.update(1)
     finally:

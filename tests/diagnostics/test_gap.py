@@ -81,6 +81,40 @@ def test_generic_gap_matches_the_closed_form_of_a_linear_gaussian_pair(problem):
     assert all(torch.equal(p, q) for p, q in zip(pair.parameters(), before))  # restored
 
 
+class _ReadingPair(PPCAPair):
+    """The model reads every guide parameter without changing its density (a factor of 0 x them),
+    as a VampPrior's model runs the encoder: no parameter is the guide's own."""
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            touch = 0.0 * (self.A.sum() + self.c.sum() + self.log_scale.sum())
+            pyro.factor("touch", touch.expand(x.shape[0]))
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.W.shape[1]), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.s).to_event(1), obs=x)
+
+
+def test_parameters_the_model_also_reads_are_refined_through_the_guide_s_own_copies(problem):
+    """Same closed form as above (the same tolerances) when the model reads all of the guide's
+    parameters: the guide refines copies of them, the model keeps the trained values, and the
+    pair is left as it was."""
+    pair, W, b, x = problem
+    reading = _ReadingPair(W, b, S, pair.A.detach(), pair.c.detach(), pair.log_scale.detach())
+    assert guide_only_parameters(reading, x[:2]) == []
+    before = [p.detach().clone() for p in reading.parameters()]
+    gap = pair_amortization_gap(reading, x[:3], steps=300, lr=0.05, num_samples=16, eval_samples=20000,
+                                log_px_samples=20000, seed=1)
+    x = x[:3]
+    with torch.no_grad():
+        loc = (x - b) @ pair.A + pair.c
+        kl_amortized = diagonal_kl_to_posterior(loc, pair.log_scale.exp().expand_as(loc), W, b, S, x)
+    approx = best_diagonal_kl(W, b, S)
+    assert gap.note == "" and gap.failed_refinements == 0
+    assert gap.log_px == pytest.approx(exact_log_px(W, b, S, x).numpy(), abs=0.05)
+    assert gap.approximation_gap == pytest.approx(approx, abs=0.06)
+    assert gap.amortization_gap == pytest.approx((kl_amortized - approx).numpy(), abs=0.08)
+    assert all(torch.equal(p, q) for p, q in zip(reading.parameters(), before))
+
+
 class _SharedPair(PPCAPair):
     """The guide's shift c is also the model's prior mean: refining it would change p(x, z)."""
 
