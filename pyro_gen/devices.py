@@ -4,17 +4,19 @@ One rule: a model/guide pair runs on the device of its parameters. The command l
 ``--device auto|cpu|cuda|cuda:N|mps`` (default ``auto``: CUDA when available, else the CPU) puts
 the pair there; the engine and the evaluation move each batch of data to the pair's device and
 bring results back to the CPU. Checkpoints always hold CPU tensors, so a run trained on a GPU
-resumes, evaluates and samples on a laptop and back.
+resumes, evaluates and samples on a laptop and back. Training and importance sampling on the CPU
+flush subnormal floats to zero (:func:`flush_denormals`).
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["rng_devices", "DEVICES", "resolve_device", "module_device", "to_cpu"]
+__all__ = ["rng_devices", "DEVICES", "resolve_device", "module_device", "to_cpu", "flush_denormals"]
 
 #: What ``--device`` accepts.
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -82,3 +84,24 @@ def rng_devices(*objs) -> list:
         if device is not None and device.type == "cuda" and device not in out:
             out.append(device)
     return out
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[bool]:
+    """Flush subnormal floats (below :math:`1.2 \\times 10^{-38}` in float32) to zero on the CPU
+    for the duration (:func:`torch.set_flush_denormal`; yields whether the CPU supports it).
+
+    The importance weights of the IWAE and Rényi bounds underflow: a particle 100 nats below the
+    best has weight :math:`e^{-100}`, a subnormal, and the backward pass multiplies such values
+    through the decoder, where x86 CPUs take up to a hundred times longer per operation. Measured
+    here on one thread (a trained VampPrior VAE, IWAE with K = 5, batch 128): 113.6 ms per step,
+    35-37 ms with subnormals flushed; the plain ELBO's step is unchanged (10.1 vs 10.5 ms). The
+    values flushed are below anything a loss or a gradient can resolve. The setting is switched
+    off again on exit (torch cannot report the state it had before, and its default is off).
+    """
+    on = torch.set_flush_denormal(True)
+    try:
+        yield on
+    finally:
+        if on:
+            torch.set_flush_denormal(False)

@@ -39,7 +39,7 @@ from .checkpoint import (CHECKPOINT, METRICS, RunError, load_checkpoint, resume_
 from .data import binarize as binarize_batch
 from .objectives import KLSchedule, make_elbo, make_objective, training_loss
 from . import distributed
-from .devices import module_device
+from .devices import flush_denormals, module_device
 from .params import load_store_state, materialize, pair_parameters, store_parameters, store_state
 from .errors import InputError
 
@@ -442,6 +442,7 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
         # a non-finite loss is reported below as a TrainingError naming the epoch and the step
         quiet_nan.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Encountered NaN")
+        quiet_nan.enter_context(flush_denormals())  # IWAE's underflowing weights: 3x slower steps otherwise
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)

@@ -127,3 +127,23 @@ def test_the_audit_fails_on_a_planted_device_mistake(monkeypatch):
     with DeviceAudit() as audit:
         vae.log_weights(torch.rand(3, 1, 6, 5).bernoulli(), 2)
     assert audit.calls and audit.calls[0].startswith("pyro_gen/vae.py") and audit.calls[0].endswith("zeros")
+
+
+def test_subnormals_are_flushed_while_training_and_not_after(mnist):
+    """IWAE's underflowing importance weights make subnormal floats, which the CPU multiplies
+    slowly; the engine flushes them to zero while it trains, and leaves the setting off after."""
+    from pyro_gen.devices import flush_denormals
+    from pyro_gen.train import TrainSettings, fit
+    from pyro_gen.vae import ModelSpec
+    tiny = torch.tensor([1e-39])  # a float32 subnormal
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+    assert (tiny * 1.0).item() > 0
+    with flush_denormals() as on:
+        assert on and (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() > 0
+    seen = []
+    vae = ModelSpec((1, 28, 28), latent_dim=2, hidden=(8,)).build()
+    fit(vae, mnist.train_x[:64], TrainSettings(epochs=2, batch_size=32, objective="iwae:3"), progress=False,
+        on_epoch=lambda row: seen.append((tiny * 1.0).item()))
+    assert seen == [0.0, 0.0] and (tiny * 1.0).item() > 0
