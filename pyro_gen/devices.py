@@ -4,8 +4,8 @@ One rule: a model/guide pair runs on the device of its parameters. The command l
 ``--device auto|cpu|cuda|cuda:N|mps`` (default ``auto``: CUDA when available, else the CPU) puts
 the pair there; the engine and the evaluation move each batch of data to the pair's device and
 bring results back to the CPU. Checkpoints always hold CPU tensors, so a run trained on a GPU
-resumes, evaluates and samples on a laptop and back. Training and importance sampling on the CPU
-flush subnormal floats to zero (:func:`flush_denormals`).
+resumes, evaluates and samples on a laptop and back. Training on an IWAE or Rényi bound flushes
+subnormal floats to zero on the CPU (:func:`flush_denormals`).
 """
 from __future__ import annotations
 
