@@ -38,7 +38,7 @@ class Flag:
     :param name: the flag, ``--name``.
     :param key: what it sets: a field of the family's settings, or an option its ``configure``
         receives (:class:`pyro_gen.families.Family`).
-    :param help: one line for ``--help`` (the command line prefixes the family's name).
+    :param help: one line for ``--help`` (shown under the family's name).
     :param required: the family cannot train without it.
     :param kwargs: more keyword arguments of ``argparse.ArgumentParser.add_argument`` (``type``,
         ``choices``, ``metavar``, ``action``).
@@ -55,9 +55,10 @@ class Flag:
         """The attribute of the parsed arguments."""
         return self.name[2:].replace("-", "_")
 
-    def add_to(self, parser: argparse.ArgumentParser, family: str) -> None:
-        """Add the flag to ``parser``, its help prefixed with ``--model family:``."""
-        parser.add_argument(self.name, help=f"--model {family}: {self.help}", **self.kwargs)
+    def add_to(self, parser) -> None:
+        """Add the flag to ``parser`` (an ``argparse`` parser or argument group: ``pyro-gen train``
+        gives each family's flags a group of their own)."""
+        parser.add_argument(self.name, help=self.help, **self.kwargs)
 
     def value(self, args: argparse.Namespace) -> Optional[object]:
         """The value given on the command line, ``None`` when the flag was not given."""

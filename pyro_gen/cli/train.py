@@ -75,9 +75,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--model", type=_model_arg, metavar="MODEL", help="; ".join(
         f"{name if name != 'module' else 'module:pkg.mod:Factory'}: {family.help}" for name, family in FAMILIES.items()))
     for name, family in FAMILIES.items():  # each family's own flags, declared in its registry entry
-        group = train.add_argument_group(f"flags of --model {name} ({family.title})") if family.flags else None
+        group = train.add_argument_group(f"--model {name}: {family.title}") if family.flags else None
         for flag in family.flags:
-            flag.add_to(group, name)
+            flag.add_to(group)
     for flag, _, kw in MODEL_FLAGS + TRAIN_FLAGS:
         train.add_argument(flag, **kw)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
