@@ -257,18 +257,14 @@ class SVIStep:
     could not be taken); ``shown(value)`` (the progress bar's entries); ``end_epoch(epoch, say)``
     (the entries of the epoch's row); ``state_dict()`` / ``load_state_dict(state)`` (what a
     checkpoint keeps besides the model); ``advice(run_dir)`` (what to do after a non-finite loss);
-    ``stop`` (end training after this epoch) and ``finish()``; ``flush_subnormals``: train with
-    subnormal floats flushed to zero (:func:`~pyro_gen.devices.flush_denormals`), for an objective
-    that weighs several particles (IWAE, Rényi), whose weights underflow. The GAN's adversarial
-    step (:class:`pyro_gen.gan.AdversarialStep`) is the other one.
+    ``stop`` (end training after this epoch) and ``finish()``. The GAN's adversarial step
+    (:class:`pyro_gen.gan.AdversarialStep`) is the other one.
     """
 
     def __init__(self, settings: TrainSettings, *, val_x=None, val_y=None, binarize: bool = False,
                  epoch_metrics: Optional[Callable[..., dict]] = None):
         self.settings, self.binarize, self.epoch_metrics = settings, binarize, epoch_metrics
         self.val_x, self.val_y = val_x, val_y
-        # the plain ELBO has no weights to underflow: there flushing measured 3-4 % slower, not faster
-        self.flush_subnormals = settings.objective != "elbo"
         self.stop, self.best, self.best_state, self.bad_epochs = False, -math.inf, None, 0
 
     def setup(self, pair, x_all: torch.Tensor, y_all: Optional[torch.Tensor], steps_per_epoch: int, world: int):
@@ -446,8 +442,7 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
         # a non-finite loss is reported below as a TrainingError naming the epoch and the step
         quiet_nan.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Encountered NaN")
-        if getattr(step, "flush_subnormals", False):  # IWAE's underflowing weights: 3x slower steps otherwise
-            quiet_nan.enter_context(flush_denormals())
+        quiet_nan.enter_context(flush_denormals())  # subnormals: up to 1.55x slower (benchmarks/subnormal_step.py)
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
