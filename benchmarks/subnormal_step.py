@@ -1,5 +1,5 @@
 """Forward-and-backward time of a trained model on an IWAE bound with subnormal floats flushed to zero
-(what the engine does for the IWAE and Rényi objectives, :func:`pyro_gen.devices.flush_denormals`)
+(what the engine does while it trains, :func:`pyro_gen.devices.flush_denormals`)
 against the same step with them kept (the baseline: torch's default).
 
 The importance weights of a trained model underflow into subnormals, and the backward pass

@@ -98,13 +98,24 @@ def flush_denormals() -> Iterator[bool]:
     images): a two-layer hierarchical VAE after 708 epochs of IWAE (K = 5) 58.2 ms per step kept,
     38.1 ms flushed (1.55x), its ELBO 1.25x; the hierarchy with a VampPrior after 540 epochs 1.19x
     (ELBO 1.10x); the one-layer VampPrior VAE 1.02x (ELBO 0.98-0.99x, the one case where flushing
-    cost time). The values flushed are below anything a loss or a gradient can resolve. The
-    setting is switched off again on exit (torch cannot report the state it had before, and its
-    default is off).
+    cost time). The values flushed are below anything a loss or a gradient can resolve. On exit
+    the setting is what it was before.
+
+    The setting belongs to a thread: torch's worker threads take it from the thread that starts
+    them, so it reaches every thread only when set before torch's first parallel operation
+    (``pyro-gen train`` sets it when it starts); in a Python session whose worker threads already
+    run it reaches the calling thread, all of the work with ``torch.set_num_threads(1)`` (as in
+    the figures above).
     """
+    was_on = _flushing()
     on = torch.set_flush_denormal(True)
     try:
         yield on
     finally:
-        if on:
+        if on and not was_on:
             torch.set_flush_denormal(False)
+
+
+def _flushing() -> bool:
+    """Whether this thread flushes subnormals now (torch has no getter: a subnormal product tells)."""
+    return (torch.tensor([1e-38], device="cpu") * 0.5).item() == 0.0

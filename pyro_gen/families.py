@@ -202,7 +202,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family("cvae", "conditioned on the labels, or on the side vectors of a .npz file's 'condition' array",
            "conditional VAE", _build_vae, inputs="condition"),
     Family("ssvae", "semi-supervised M2, with --labels-per-class", "semi-supervised VAE (M2)", _build_ssvae,
-           inputs="semi", train_defaults={"elbo": "enum"}, flags=_SSVAE_FLAGS, configure=_configure_ssvae,
+           inputs="semi", train_defaults={"elbo": "enum", "objective": "elbo", "free_bits": 0.0}, flags=_SSVAE_FLAGS,
+           configure=_configure_ssvae,
            refuses=("elbo", "objective", "free_bits", "patience"),
            refusal="M2 trains on its ELBO summed over the classes exactly (--elbo enum, its default), on every "
                    "training image (a held-out split would take labelled images away)"),

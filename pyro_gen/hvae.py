@@ -178,8 +178,9 @@ class HVAE(nn.Module):
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
         device = module_device(self)  # noise drawn on the CPU from the generator, used where the model is
-        if self.prior is not None:
-            z = sample_prior(self.prior, n, generator)
+        if self.prior is not None:  # sample_prior reads the generator's state without moving it on
+            seed = None if generator is None else int(torch.randint(2 ** 62, (1,), generator=generator))
+            z = sample_prior(self.prior, n, None if seed is None else torch.Generator().manual_seed(seed))
         else:
             z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
         for level in range(len(self.latent_dims) - 1, 0, -1):

@@ -143,6 +143,11 @@ def test_subnormals_are_flushed_while_training_and_not_after(mnist):
     with flush_denormals() as on:
         assert on and (tiny * 1.0).item() == 0.0
     assert (tiny * 1.0).item() > 0
+    torch.set_flush_denormal(True)  # already on: left on at exit
+    with flush_denormals():
+        pass
+    assert (tiny * 1.0).item() == 0.0
+    torch.set_flush_denormal(False)
     seen = []
     vae = ModelSpec((1, 28, 28), latent_dim=2, hidden=(8,)).build()
     fit(vae, mnist.train_x[:64], TrainSettings(epochs=2, batch_size=32, objective="iwae:3"), progress=False,

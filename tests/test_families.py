@@ -54,9 +54,10 @@ def test_a_familys_flag_is_in_the_help_and_refused_for_every_other_family(name, 
 
 
 def test_a_setting_the_family_fixes_is_accepted_at_its_own_value(tmp_path, small_npz, capsys):
-    """--elbo enum is the ssvae's own default (accepted); --elbo trace is refused in one line."""
+    """--elbo enum, --objective elbo and --free-bits 0 are the ssvae's own settings (accepted);
+    --elbo trace is refused in one line."""
     base = ["train", "--model", "ssvae", "--labels-per-class", "2", "--data", str(small_npz), "--epochs", "1", *TINY]
-    assert main([*base, "--out", str(tmp_path / "ok"), "--elbo", "enum"]) == 0
+    assert main([*base, "--out", str(tmp_path / "ok"), "--elbo", "enum", "--objective", "elbo", "--free-bits", "0"]) == 0
     assert json.loads((tmp_path / "ok" / "config.json").read_text())["train"]["elbo"] == "enum"
     assert main([*base, "--out", str(tmp_path / "bad"), "--elbo", "trace"]) == 2
     assert "--model ssvae cannot take --elbo" in capsys.readouterr().err
@@ -72,3 +73,21 @@ def test_resume_refuses_what_the_family_refuses(tmp_path, small_npz, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--model ssvae cannot take --patience" in err, err
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_with_another_familys_model_says_the_run_cannot_change_its_model(tmp_path, small_npz, capsys):
+    run = tmp_path / "v"
+    assert main(["train", "--data", str(small_npz), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--model", "gan", "--gan-loss", "ns", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot change --model (the run has vae, the command gives gan)" in err, err
+
+
+def test_a_bad_hvae_prior_is_refused_before_the_data_are_read(tmp_path, capsys, monkeypatch):
+    import pyro_gen.cli.train as train_cli
+    monkeypatch.setattr(train_cli, "load_data", lambda *a, **k: pytest.fail("the data were read"))
+    out = tmp_path / "h"
+    assert main(["train", "--model", "hvae", "--prior", "bogus", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bogus" in err and not out.exists(), err

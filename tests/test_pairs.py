@@ -257,6 +257,21 @@ def test_hvae_top_prior_is_the_density_of_z2(inference):
     assert not any(k.startswith("prior.") for k in HVAE((1, 28, 28), (6, 4), (12,)).state_dict())
 
 
+def test_hvae_samples_draw_the_top_layer_and_the_layers_below_from_different_numbers():
+    """sample_prior reads a generator without moving it on: the layer below must not reuse the
+    top layer's random numbers (with a learned prior at its start, N(0, I), they were equal)."""
+    from pyro_gen.hvae import HVAE
+    torch.manual_seed(0)
+    hvae = HVAE((1, 28, 28), (6, 4), (12,), prior="learned")
+    seen = {}
+    hvae.decoders[0].register_forward_hook(lambda m, i, o: seen.update(z2=i[0], p=o.base_dist))
+    hvae.pixels.register_forward_hook(lambda m, i, o: seen.update(z1=i[0]))
+    first = hvae.sample(5, generator=torch.Generator().manual_seed(3))
+    eps1 = (seen["z1"] - seen["p"].loc) / seen["p"].scale
+    assert not torch.allclose(eps1[:, :4], seen["z2"], atol=1e-3)
+    torch.testing.assert_close(hvae.sample(5, generator=torch.Generator().manual_seed(3)), first)  # reproducible
+
+
 def test_the_hvae_family_defaults_to_the_trace_elbo_and_a_kl_warm_up_the_user_can_change():
     hvae = FAMILIES["hvae"]
     assert hvae.defaults_for({}) == {"elbo": "trace", "warmup_epochs": 10}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
+from ..devices import flush_denormals
 from ..errors import InputError
 from ..train import TrainingError
 # the model names, flag tables and cmd_* functions stay importable from pyro_gen.cli, as before the split
@@ -76,6 +77,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command != "train":  # train refuses torchrun itself for the GAN
             refuse_under_torchrun(args.command)
+        if args.command == "train":  # set before torch starts its worker threads, which inherit it
+            with flush_denormals():
+                return cmd_train(args)
         return COMMANDS[args.command](args)
     except InputError as e:  # UsageError, DataError, RunError and the library's own checks
         print(f"pyro-gen {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

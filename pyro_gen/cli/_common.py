@@ -38,8 +38,6 @@ def refuse_under_torchrun(what: str) -> None:
                          "training of the VAE models is split over processes: run it without torchrun")
 
 
-
-
 def _hidden(text: str) -> tuple:
     try:
         sizes = tuple(int(s) for s in text.split(","))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .._flags import positive_int
 from ._common import add_device_flag, device_of, refuse_without_density
+
+
 def add_diagnose_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``pyro-gen diagnose`` and its flags to the subcommands ``sub``."""
     dg = sub.add_parser("diagnose", help="diagnose a trained run and write report.html",

@@ -12,6 +12,8 @@ import torch
 
 from .._flags import positive_int
 from ._common import UsageError, add_device_flag, device_of, refuse_without_density
+
+
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``pyro-gen evaluate`` and its flags to the subcommands ``sub``."""
     ev = sub.add_parser("evaluate", help="test ELBO and importance-sampled log-likelihood of a run",

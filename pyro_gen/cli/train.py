@@ -90,7 +90,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _model_kind(args, model_kw: dict) -> str:
     """Resolve ``--model`` against ``--guide`` (``ae`` is the delta guide) and check both spec strings."""
     if args.model is not None and (args.model not in MODELS or MODELS[args.model] is None):
-        return parse_model(args.model)[0]
+        name = parse_model(args.model)[0]
+        if "prior" not in FAMILIES[name].refuses:  # the hvae's top layer: a bad spec in one line, up front
+            parse_spec(model_kw.get("prior", "standard"), PRIORS, "prior")
+        return name
     guide = model_kw.get("guide")
     if args.model == "ae" and guide not in (None, MODELS["ae"]):
         raise UsageError(f"--model ae is the deterministic autoencoder (guide delta) and cannot take --guide {guide}: "
@@ -159,7 +162,11 @@ def _family_of_args(args):
 
 def _check_family_flags(args, family, given: dict, new: bool) -> None:
     """One line for another family's flags, for a setting ``family`` refuses (``given``: the model
-    and training settings given), or, for a new run, a missing flag the family requires."""
+    and training settings given), or, for a new run, a missing flag the family requires. On
+    ``--resume`` with a ``--model`` of another family than the run's, nothing: the resume check
+    says that the run cannot change its model."""
+    if not new and args.model and parse_model(args.model)[0] != family.name:
+        return
     for other in FAMILIES.values():
         flags = [f.name for f in other.flags if other is not family and f.value(args) is not None]
         if flags:
@@ -167,7 +174,7 @@ def _check_family_flags(args, family, given: dict, new: bool) -> None:
                              f"for --model {other.name}")
     refused = family.refused(given)
     if refused:
-        raise UsageError(f"--model {args.model or family.name} cannot take "
+        raise UsageError(f"--model {args.model if new and args.model else family.name} cannot take "
                          f"{', '.join('--' + k.replace('_', '-') for k in refused)}: {family.refusal}")
     for flag in family.flags:
         if new and flag.required and flag.value(args) is None:
