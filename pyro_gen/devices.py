@@ -103,9 +103,9 @@ def flush_denormals() -> Iterator[bool]:
 
     The setting belongs to a thread: torch's worker threads take it from the thread that starts
     them, so it reaches every thread only when set before torch's first parallel operation
-    (``pyro-gen train`` sets it when it starts); in a Python session whose worker threads already
-    run it reaches the calling thread, all of the work with ``torch.set_num_threads(1)`` (as in
-    the figures above).
+    (``pyro-gen train`` sets it when it starts; worker threads started meanwhile keep it after
+    the exit); in a Python session whose worker threads already run it reaches the calling
+    thread, all of the work with ``torch.set_num_threads(1)`` (as in the figures above).
     """
     was_on = _flushing()
     on = torch.set_flush_denormal(True)
