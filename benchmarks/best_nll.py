@@ -12,7 +12,7 @@ layers, bottom-up inference) with a VampPrior of 100 pseudo-inputs on its top la
 Welling 2018), trained on the IWAE bound with K = 5 (Burda et al. 2015) after a 20-epoch KL
 warm-up, 460 epochs, the other settings at their defaults (400 hidden units, z1 of 64 and z2 of
 32 units, batch 128, Adam lr 3e-3 with cosine decay). Its 540-epoch run, stopped at 30 minutes
-(epoch 469), gave NLL 87.67 (docs/objectives.rst).
+(epoch 469), gave NLL 87.67; this 460-epoch run took 1,189 s here and gave 87.73 (docs/objectives.rst).
 
     python benchmarks/best_nll.py                      # both (~30 min here)
     python benchmarks/best_nll.py --config "--prior vamp:100 --objective iwae:5 --epochs 600"
