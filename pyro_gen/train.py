@@ -437,12 +437,12 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
     bar = progress_bar(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                        enabled=progress, unit="step", dynamic_ncols=True, leave=True)
     model.train()
-    quiet_nan = contextlib.ExitStack()
+    scope = contextlib.ExitStack()  # the epochs run inside: NaN warnings quiet, subnormals flushed
     try:
         # a non-finite loss is reported below as a TrainingError naming the epoch and the step
-        quiet_nan.enter_context(warnings.catch_warnings())
+        scope.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Encountered NaN")
-        quiet_nan.enter_context(flush_denormals())  # subnormals: up to 1.55x slower (benchmarks/subnormal_step.py)
+        scope.enter_context(flush_denormals())  # subnormals: up to 1.55x slower (benchmarks/subnormal_step.py)
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             sampler.set_epoch(epoch)
@@ -480,7 +480,7 @@ def train_epochs(model: torch.nn.Module, step, train_x: np.ndarray, *, epochs: i
                 break
     finally:
         bar.close()
-        quiet_nan.close()
+        scope.close()
     step.finish()
     model.eval()
     return FitResult(history=history, checkpoint_path=None if run_dir is None else run_dir / CHECKPOINT,

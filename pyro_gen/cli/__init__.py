@@ -75,11 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        if args.command != "train":  # train refuses torchrun itself for the GAN
-            refuse_under_torchrun(args.command)
-        if args.command == "train":  # set before torch starts its worker threads, which inherit it
+        if args.command == "train":  # flushing set before torch starts its worker threads, which inherit it
             with flush_denormals():
-                return cmd_train(args)
+                return cmd_train(args)  # train refuses torchrun itself for the GAN
+        refuse_under_torchrun(args.command)
         return COMMANDS[args.command](args)
     except InputError as e:  # UsageError, DataError, RunError and the library's own checks
         print(f"pyro-gen {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -199,9 +199,10 @@ def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
         kind = config.get("model_kind")
         add("model", "--model", args.model, f"module:{config.get('module')}" if kind == "module" else kind)
     options = (config.get(family.name) or {}) if family.configure else config["train"]
-    for key, value in family.options(args).items():  # the family's own flags
-        flag = next(f.name for f in family.flags if f.key == key)
-        add(f"{family.name}:{key}" if family.configure else key, flag, value, options.get(key))
+    for flag in family.flags:  # the family's own flags
+        if flag.value(args) is not None:
+            add(f"{family.name}:{flag.key}" if family.configure else flag.key, flag.name, flag.value(args),
+                options.get(flag.key))
     for flag, key, _ in MODEL_FLAGS:
         if key in given_kw:
             add(key, flag, given_kw[key], config["model"].get(key))
@@ -233,16 +234,15 @@ def _epoch_metrics(family, x_test: torch.Tensor, y_test):
     return make_epoch_metrics(on_collapse=_warn_collapse)
 
 
-def _cmd_train_gan(args, family) -> int:
+def _cmd_train_gan(args, family, model_kw: dict, train_kw: dict) -> int:
     """``pyro-gen train --model gan``: the decoder network of the spec trained as a GAN generator
-    (``family``, the GAN's entry of the registry)."""
+    (``family``, the GAN's entry of the registry; ``model_kw``, ``train_kw``: the flags given)."""
     from ..gan import GANSettings, build_gan, fit_gan, gan_spec
     from ..plots import plot_images
     from ..run import load_run, make_config
 
     refuse_under_torchrun("train --model gan")
     device = device_of(args)
-    model_kw, train_kw = _explicit(args, MODEL_FLAGS), _explicit(args, TRAIN_FLAGS)
     gan_kw = family.options(args)
     gan_kw.update({k: train_kw[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train_kw})
     resuming = _resuming(args)
@@ -299,7 +299,7 @@ def cmd_train(args) -> int:
     family = _family_of_args(args)
     _check_family_flags(args, family, {**model_kw, **train_kw}, new=not (args.resume and (args.out / CONFIG).exists()))
     if family.settings is not TrainSettings:  # the GAN: trained by its adversarial step, not by SVI
-        return _cmd_train_gan(args, family)
+        return _cmd_train_gan(args, family, model_kw, train_kw)
     from .. import distributed
     device = device_of(args)  # an unknown or missing device: one line, before anything is written
     device = distributed.setup(device)  # under torchrun: join the other processes (nccl on CUDA, gloo on the CPU)

@@ -269,9 +269,10 @@ class _OwnCopies:
 
     def __init__(self, pair: torch.nn.Module, shared: List[torch.Tensor]):
         names = {id(p): n for n, p in pair.named_parameters()}
-        self.copies = [p.detach().clone().requires_grad_() for p in shared if id(p) in names]
-        self._call, self._names = _GuideCall(pair), ["pair." + names[id(p)] for p in shared if id(p) in names]
-        self.pair = pair
+        named = [(names[id(p)], p) for p in shared if id(p) in names]  # module parameters, not pyro.param ones
+        self.copies = [p.detach().clone().requires_grad_() for _, p in named]
+        self._names = ["pair." + n for n, _ in named]
+        self._call, self.pair = _GuideCall(pair), pair
 
     def model(self, *args, **kwargs):
         return self.pair.model(*args, **kwargs)

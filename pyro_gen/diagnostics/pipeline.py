@@ -18,9 +18,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..devices import rng_devices
 from ..checkpoint import atomic_write, attempt
-from ..devices import module_device
+from ..devices import module_device, rng_devices
 from ..evaluate import has_density
 from ..vae import VAE
 from ..data import binarize_fixed
