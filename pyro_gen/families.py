@@ -217,7 +217,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
            "GAN (the decoder network as its generator)", _build_gan, guide=None, settings=GANSettings, density=False,
            older={"ema": 0.0, "spectral_norm": False}, flags=_GAN_FLAGS,
            refuses=("prior", "guide", "elbo", "optimizer", "lr_schedule", "patience", "objective", "beta",
-                    "warmup_epochs", "kl_schedule", "free_bits"),
+                    "warmup_epochs", "kl_schedule", "free_bits", "weight_decay"),
            refusal="these configure the VAE's likelihood training"),
     Family("module", "your own Pyro model/guide pair, built by Factory (docs/own_model.rst)",
            "your own model/guide pair", _build_module, guide=None, generic=True, train_defaults={"elbo": "trace"},

@@ -91,8 +91,8 @@ def _verdicts(verdicts: List[dict], checks: Sequence[str]) -> str:
 
 
 def _objective(train: dict) -> str:
-    """What training maximized, with β, warm-up and free bits: "meanfield ELBO, 1 particle per image,
-    beta = 30"."""
+    """What training maximized, with β, warm-up, free bits and weight decay: "meanfield ELBO, 1 particle
+    per image, beta = 30"."""
     spec = train.get("objective", "elbo")
     text = (f"{train.get('elbo')} ELBO, {train.get('num_particles')} particle(s) per image" if spec == "elbo"
             else f"{spec} bound")
@@ -102,6 +102,8 @@ def _objective(train: dict) -> str:
         text += f", KL warm-up over {train['warmup_epochs']} epochs ({train.get('kl_schedule', 'linear')})"
     if float(train.get("free_bits", 0.0) or 0.0):
         text += f", free bits {float(train['free_bits']):g} nats per latent dimension"
+    if float(train.get("weight_decay", 0.0) or 0.0):
+        text += f", weight decay {float(train['weight_decay']):g} (AdamW)"
     return text
 
 

@@ -75,6 +75,9 @@ class TrainSettings:
     :param kl_schedule: ``"linear"`` or ``"cyclical"`` (:class:`pyro_gen.objectives.KLSchedule`).
     :param free_bits: λ of free bits, nats per latent dimension (0: none; see
         :mod:`pyro_gen.objectives`); for the ELBO objective with one particle.
+    :param weight_decay: decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step
+        multiplies every parameter by ``1 - lr * weight_decay`` before Adam's
+        update (0: none).
     """
 
     epochs: int = 100
@@ -93,6 +96,7 @@ class TrainSettings:
     warmup_epochs: int = 0
     kl_schedule: str = "linear"
     free_bits: float = 0.0
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_particles"):
@@ -115,6 +119,8 @@ class TrainSettings:
         KLSchedule(self.beta, 0, self.kl_schedule)  # validates beta and the schedule's name
         if not (self.free_bits >= 0 and math.isfinite(self.free_bits)):
             raise InputError(f"free-bits must be a non-negative number of nats, got {self.free_bits}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise InputError(f"weight-decay must be a non-negative number, got {self.weight_decay}")
         if self.free_bits and (self.objective != "elbo" or self.elbo == "enum" or self.num_particles != 1):
             raise InputError("free-bits needs the ELBO objective with one particle (not --objective iwae/renyi, "
                              "--elbo enum or --num-particles > 1)")
@@ -180,10 +186,12 @@ class ClippedAdam(torch.optim.Adam):
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     """The engine's optimizer of ``settings.optimizer`` at ``settings.lr``: :func:`adam`, or
-    :class:`ClippedAdam` with ``settings.clip_norm`` for ``clippedadam``."""
+    :class:`ClippedAdam` with ``settings.clip_norm`` for ``clippedadam``; with
+    ``settings.weight_decay`` decoupled from the gradient (AdamW)."""
+    decay = dict(weight_decay=settings.weight_decay, decoupled_weight_decay=True) if settings.weight_decay else {}
     if settings.optimizer == "clippedadam":
-        return adam(params, settings.lr, cls=ClippedAdam, clip_norm=settings.clip_norm)
-    return adam(params, settings.lr)
+        return adam(params, settings.lr, cls=ClippedAdam, clip_norm=settings.clip_norm, **decay)
+    return adam(params, settings.lr, **decay)
 
 
 def cosine_factor(step: int, total: int) -> float:

@@ -85,7 +85,8 @@ def test_early_stopping_keeps_the_best_parameters(mnist):
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(lr=-1.0), dict(lr=float("nan")), dict(batch_size=0),
-                                 dict(optimizer="sgd"), dict(elbo="nope"), dict(lr_schedule="linear")])
+                                 dict(optimizer="sgd"), dict(elbo="nope"), dict(lr_schedule="linear"),
+                                 dict(weight_decay=-0.1), dict(weight_decay=float("nan"))])
 def test_settings_reject_bad_values(bad):
     with pytest.raises(ValueError):
         TrainSettings(**bad)
@@ -108,6 +109,21 @@ def test_clippedadam_clips_the_global_gradient_norm_before_each_step():
     a.grad, b.grad = torch.full((3,), 0.01), torch.full((4,), 0.01)  # below the bound: untouched
     opt.step()
     assert torch.allclose(a.grad, torch.full((3,), 0.01))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "clippedadam"])
+def test_weight_decay_is_decoupled_from_the_gradient(optimizer):
+    """AdamW: with a zero gradient Adam's update is zero, so a step only shrinks each parameter by
+    1 - lr * weight_decay (an L2 term added to the gradient would move it by about lr instead)."""
+    from pyro_gen.train import make_optimizer
+    a = torch.nn.Parameter(torch.tensor([2.0, -4.0]))
+    opt = make_optimizer([a], TrainSettings(optimizer=optimizer, lr=0.1, weight_decay=0.5))
+    a.grad = torch.zeros(2)
+    opt.step()
+    assert torch.allclose(a.detach(), torch.tensor([2.0, -4.0]) * (1 - 0.1 * 0.5))
+    plain = make_optimizer([a], TrainSettings(optimizer=optimizer, lr=0.1))
+    plain.step()
+    assert torch.allclose(a.detach(), torch.tensor([2.0, -4.0]) * (1 - 0.1 * 0.5))  # no decay by default
 
 
 def test_clippedadam_trains(mnist):

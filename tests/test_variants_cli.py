@@ -83,3 +83,30 @@ def test_cvae_trains_three_epochs_then_evaluates_and_diagnoses(guide, prior, tmp
                  "--grad-repeats", "4", "--quiet"]) == 0, capsys.readouterr().err
     summary = json.loads((run / "diagnostics.json").read_text())
     assert set(summary["latent"]["sites"]) == {"z"} and summary["iwae"] is not None and not summary["failures"]
+
+
+def test_weight_decay_trains_three_epochs_resumes_and_is_in_the_report(tmp_path, small_npz, capsys):
+    """--weight-decay (AdamW) through the CLI the way users run it, on the hvae with a VampPrior
+    (the best configuration's family): stored, kept on --resume (a change is refused), reported,
+    and refused for the GAN in one line."""
+    run = tmp_path / "run"
+    argv = ["train", "--model", "hvae", "--prior", "vamp:3", "--data", str(small_npz), "--out", str(run),
+            "--weight-decay", "0.05", *TINY]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["train"]["weight_decay"] == 0.05
+    assert all("diagnostics_error" not in r for r in _rows(run))
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "4", "--weight-decay", "0.1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--weight-decay" in err, err
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "4", "--quiet"]) == 0
+    assert [r["epoch"] for r in _rows(run)] == [1, 2, 3, 4]
+    assert main(["diagnose", str(run), "--k-max", "100", "--points", "20", "--gap-points", "2", "--gap-steps", "5",
+                 "--grad-repeats", "4", "--quiet"]) == 0, capsys.readouterr().err
+    assert "weight decay 0.05 (AdamW)" in (run / "report.html").read_text()
+    capsys.readouterr()
+    gan = tmp_path / "gan"
+    assert main(["train", "--model", "gan", "--weight-decay", "0.05", "--data", str(small_npz), "--out", str(gan),
+                 *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--model gan cannot take --weight-decay" in err and not gan.exists(), err

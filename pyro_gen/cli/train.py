@@ -57,6 +57,9 @@ TRAIN_FLAGS = [
     ("--free-bits", "free_bits", dict(type=nonnegative_float, metavar="NATS",
                                       help="free bits: each latent dimension's batch-average KL counts as at least "
                                            "NATS (Kingma et al. 2016; diagonal guide, factorized prior; default 0)")),
+    ("--weight-decay", "weight_decay", dict(type=nonnegative_float, metavar="W",
+                                            help="decoupled weight decay (AdamW): each step shrinks every parameter "
+                                                 "by lr x W (default 0: none)")),
     ("--seed", "seed", dict(type=int, help="random seed (default 0)")),
 ]
 
