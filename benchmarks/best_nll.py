@@ -66,7 +66,7 @@ def main(argv=None):
     print(f"{'configuration':<62} {'train s':>8} {'test ELBO':>10} {'NLL K=' + str(args.k):>11} {'eval s':>7}")
     for name, train_s, elbo, nll, eval_s in rows:
         print(f"{name:<62} {train_s:>8.1f} {elbo:>10.2f} {nll:>11.2f} {eval_s:>7.1f}")
-    print("targets: NLL <= 88 nats with <= 1800 s of training (best configuration)")
+    print("target: NLL <= 86.5 nats with <= 1800 s of training (best configuration; shared/BENCHMARKS.md)")
 
 
 if __name__ == "__main__":

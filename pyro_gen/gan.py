@@ -119,7 +119,11 @@ class GAN(nn.Module):
         self.decoder = decoder
         self.discriminator = discriminator
         # raw outputs -> images (a likelihood's mean; it holds no parameters): a name, or a likelihood module
-        self.output = (make_likelihood(likelihood) if isinstance(likelihood, str) else likelihood).mean
+        likelihood = make_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
+        if getattr(likelihood, "sequential", False):
+            raise InputError("the GAN's output layer is a likelihood's mean image, and the autoregressive likelihood "
+                             "(bernoulli-ar) has none: use --likelihood bernoulli")
+        self.output = likelihood.mean
         # checkpoints written when the output layer was a likelihood module held its (unused) buffers
         self._register_load_state_dict_pre_hook(_drop_likelihood_keys)
         self.latent_dim = int(latent_dim)

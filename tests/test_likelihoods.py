@@ -58,3 +58,61 @@ def test_continuous_bernoulli_normalizes():
         assert torch.trapezoid(dens, grid).item() == pytest.approx(1.0, abs=1e-4)
     # closed form at logit 0: uniform density 1
     assert lik(torch.zeros(1, 1, 1)).log_prob(torch.full((1, 1, 1), 0.3)).item() == pytest.approx(0.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------- the autoregressive Bernoulli
+
+
+def _ar(hidden: int, seed: int = 0):
+    """An autoregressive Bernoulli with every parameter random (a trained one, not the fresh one
+    whose correction is zero)."""
+    torch.manual_seed(seed)
+    lik = make_likelihood("bernoulli-ar")
+    lik.context = type(lik.context)(hidden, 3)
+    for p in lik.parameters():
+        torch.nn.init.normal_(p)
+    return lik
+
+
+def _all_images(h: int, w: int) -> torch.Tensor:
+    import itertools
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=h * w))).reshape(-1, 1, h, w)
+
+
+@pytest.mark.parametrize("hidden", [16, 0], ids=["hidden", "linear"])
+def test_autoregressive_bernoulli_normalizes_over_every_image(hidden):
+    """Summed over all 2^9 binary 3 x 3 images (and all 2^8 of 2 x 4), p(x | z) is 1 (1e-5)."""
+    lik = _ar(hidden).double()
+    for h, w in ((3, 3), (2, 4)):
+        xs = _all_images(h, w).double()
+        base = torch.randn(1, 1, h, w, dtype=torch.float64).expand(len(xs), 1, h, w)
+        assert lik(base).log_prob(xs).exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_autoregressive_bernoulli_is_causal_and_starts_as_the_plain_bernoulli():
+    lik = _ar(16)
+    x = torch.bernoulli(torch.full((1, 1, 6, 6), 0.5))
+    before = lik.context(x).flatten()
+    for k in range(36):  # flipping pixel k changes no correction at or before k
+        y = x.clone().flatten()
+        y[k] = 1 - y[k]
+        after = lik.context(y.reshape(x.shape)).flatten()
+        assert torch.equal(after[: k + 1], before[: k + 1])
+    fresh = make_likelihood("bernoulli-ar")
+    logits = torch.randn(4, 2, 1, 6, 6)
+    assert torch.allclose(fresh(logits).log_prob(x[0]), make_likelihood("bernoulli")(logits).log_prob(x[0]))
+
+
+def test_autoregressive_bernoulli_draws_follow_its_probabilities():
+    """Sequential draws of a 3 x 3 image: each image's frequency in 40,000 draws within 5 standard
+    errors of its probability; ``mean`` gives the conditional probabilities of one such draw."""
+    lik = _ar(16, seed=3)
+    base = torch.randn(1, 1, 3, 3)
+    p = lik(base.expand(512, 1, 3, 3)).log_prob(_all_images(3, 3)).exp()
+    draws = lik(base.expand(40000, 1, 3, 3)).sample()
+    codes = (draws.reshape(-1, 9) * 2 ** torch.arange(8, -1, -1)).sum(1).long()
+    freq = torch.bincount(codes, minlength=512) / 40000
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / 40000).sqrt() + 1e-4).all()
+    images, probs = lik.context.draw(base, torch.Generator().manual_seed(0))
+    assert torch.allclose(lik(base).log_prob(images), (images * probs.log() + (1 - images) * (-probs).log1p()).sum())
+    assert torch.equal(lik.mean(base, torch.Generator().manual_seed(0)), probs)
