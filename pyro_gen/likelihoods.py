@@ -56,8 +56,7 @@ class LocalContext(nn.Module):
     logit computed from the pixels before it in raster order within a ``window`` x ``window``
     square around it (the causal half of the square: the rows above, and the pixels to the left),
     through ``hidden`` ReLU units shared by all pixels; each channel on its own. (A masked
-    convolution of PixelCNN's type A, van den Oord et al. 2016, written as an unfold and two matrix
-    products, which are cheaper than ``conv2d`` on one input channel.)
+    convolution of PixelCNN's type A, van den Oord et al. 2016, followed by a 1 x 1 convolution.)
 
     :param hidden: hidden units (0: a linear correction).
     :param window: odd side of the square.
@@ -85,12 +84,30 @@ class LocalContext(nn.Module):
         h = context if self.w is None else F.relu(context @ self.w + self.b)
         return h @ self.v + self.c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The correction of every pixel of ``x`` ``(..., C, H, W)`` given the pixels before it, same shape."""
+    def _shifted(self, x: torch.Tensor):
+        """The context pixels of every pixel: one ``(N, H, W)`` view per position of the window."""
         h, w = x.shape[-2:]
-        flat = x.reshape((-1, 1, h, w))
-        context = F.unfold(flat, self.window, padding=self.window // 2)[:, self.index].transpose(1, 2)
-        return self.correction(context).reshape(x.shape)
+        r, k = self.window // 2, self.window
+        padded = F.pad(x.reshape((-1, h, w)), (r, r, r, r))
+        return [padded[:, p // k: p // k + h, p % k: p % k + w] for p in self.index.tolist()]
+
+    def per_pixel(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` computed pixel by pixel (any real-valued ``x``)."""
+        return self.correction(torch.stack(self._shifted(x), -1)).reshape(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The correction of every pixel of ``x`` ``(..., C, H, W)`` given the pixels before it, same shape.
+
+        For binary images (the likelihood's support) with at most 14 pixels of context, the
+        correction is computed once for every pattern of the context and looked up by each pixel's
+        pattern: the values of :meth:`per_pixel`, without a hidden layer per pixel (about 5x faster)."""
+        shifted = self._shifted(x)
+        n = len(shifted)
+        if n > 14 or not bool(((x == 0) | (x == 1)).all()):
+            return self.per_pixel(x)
+        codes = sum(s * (1 << k) for k, s in enumerate(shifted)).long()
+        patterns = (torch.arange(1 << n, device=x.device)[:, None] >> torch.arange(n, device=x.device)) & 1
+        return self.correction(patterns.to(x.dtype))[:, 0][codes].reshape(x.shape)
 
     @torch.no_grad()
     def draw(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None):

@@ -103,6 +103,23 @@ def test_autoregressive_bernoulli_is_causal_and_starts_as_the_plain_bernoulli():
     assert torch.allclose(fresh(logits).log_prob(x[0]), make_likelihood("bernoulli")(logits).log_prob(x[0]))
 
 
+def test_the_pattern_lookup_equals_the_per_pixel_correction_with_its_gradients():
+    lik = _ar(16)
+    lik.context = type(lik.context)(16, 5)  # 12 pixels of context: the lookup path
+    for p in lik.context.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.bernoulli(torch.full((3, 2, 7, 9), 0.4))
+    fast = lik.context(x)
+    fast_grads = torch.autograd.grad(fast.square().sum(), list(lik.context.parameters()))
+    slow = lik.context.per_pixel(x)
+    slow_grads = torch.autograd.grad(slow.square().sum(), list(lik.context.parameters()))
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
+    grey = torch.rand(2, 1, 5, 5)  # not binary: computed per pixel
+    assert torch.equal(lik.context(grey), lik.context.per_pixel(grey))
+
+
 def test_autoregressive_bernoulli_draws_follow_its_probabilities():
     """Sequential draws of a 3 x 3 image: each image's frequency in 40,000 draws within 5 standard
     errors of its probability; ``mean`` gives the conditional probabilities of one such draw."""
