@@ -186,7 +186,7 @@ class HVAE(nn.Module):
         for level in range(len(self.latent_dims) - 1, 0, -1):
             p = self.decoders[level - 1](z).base_dist
             z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)
-        return self.likelihood.mean(self.pixels(z).reshape((n,) + self.image_shape))
+        return self.likelihood.mean(self.pixels(z).reshape((n,) + self.image_shape), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Contract: a likelihood is an :class:`torch.nn.Module` whose call maps the decoder output of
 shape ``batch + (C, H, W)`` to a distribution with ``batch_shape == batch`` and
-``event_shape == (C, H, W)``. Its ``binarize`` attribute tells the trainer whether the
+``event_shape == (C, H, W)``, and whose ``mean(output, generator=None)`` gives the image a figure
+shows (the generator is used by a likelihood that needs draws for it). Its ``binarize`` attribute tells the trainer whether the
 data are binarized dynamically (Bernoulli) or used as they are, and ``support`` names the
 range of data it accepts (used to validate input data).
 """
@@ -46,8 +47,9 @@ class Bernoulli(nn.Module):
     def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return _BernoulliLogits(logits=logits, validate_args=False).to_event(3)
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        """The mean image :math:`\\sigma(\\text{logits})`."""
+    def mean(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The mean image :math:`\\sigma(\\text{logits})` (``generator``: unused, as for every
+        likelihood whose mean has a closed form)."""
         return torch.sigmoid(logits)
 
 
@@ -189,7 +191,7 @@ class ContinuousBernoulli(nn.Module):
     def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=logits, validate_args=False).to_event(3)
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+    def mean(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return dist.ContinuousBernoulli(logits=logits, validate_args=False).mean
 
 
@@ -222,7 +224,7 @@ class Gaussian(nn.Module):
     def forward(self, loc: torch.Tensor) -> dist.TorchDistribution:
         return dist.Normal(loc, self.scale.expand(loc.shape), validate_args=False).to_event(3)
 
-    def mean(self, loc: torch.Tensor) -> torch.Tensor:
+    def mean(self, loc: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return loc
 
 

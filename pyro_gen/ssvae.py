@@ -278,9 +278,9 @@ class SSVAE(nn.Module):
             return q.sample((num_samples,)).mean(0)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The likelihood's mean image of each code and label."""
-        return self.likelihood.mean(self.decoder(z, y))
+        return self.likelihood.mean(self.decoder(z, y), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -294,7 +294,7 @@ class SSVAE(nn.Module):
         """Mean images of ``n`` codes from the prior, image ``i`` of class ``y[i]`` (default ``i % C``)."""
         device = module_device(self)
         y = torch.arange(n, device=device) % self.num_classes if y is None else y.to(device)
-        return self.decode(sample_prior(self.prior, n, generator).to(device), y)
+        return self.decode(sample_prior(self.prior, n, generator).to(device), y, generator)
 
 
 def build_ssvae(spec: ModelSpec, aux_weight: float = 0.0,

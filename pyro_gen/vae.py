@@ -104,9 +104,10 @@ class VAE(nn.Module):
             return q.sample((num_samples,)).mean(0)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The likelihood's mean image for each code, shape ``z.shape[:-1] + (C, H, W)``."""
-        return self.likelihood.mean(self.decoder(z) if y is None else self.decoder(z, y))
+        return self.likelihood.mean(self.decoder(z) if y is None else self.decoder(z, y), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -123,7 +124,7 @@ class VAE(nn.Module):
             y = torch.arange(n, device=device) % self.condition_dim
         # drawn on the CPU from the generator (the same codes on any device), decoded where the model is
         z = sample_prior(self.prior, n, generator).to(device)
-        return self.decode(z, None if y is None else y.to(device))
+        return self.decode(z, None if y is None else y.to(device), generator)
 
 
 @dataclass

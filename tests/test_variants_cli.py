@@ -11,6 +11,7 @@ import pytest
 
 from pyro_gen.cli import main
 from pyro_gen.guides import GUIDES
+from pyro_gen.likelihoods import LIKELIHOODS
 from pyro_gen.priors import PRIORS
 
 TINY = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "100", "--quiet", "--epochs", "3"]
@@ -110,3 +111,48 @@ def test_weight_decay_trains_three_epochs_resumes_and_is_in_the_report(tmp_path,
                  *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--model gan cannot take --weight-decay" in err and not gan.exists(), err
+
+
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_every_likelihood_trains_three_epochs_then_evaluates_diagnoses_and_samples(likelihood, tmp_path, small_npz,
+                                                                                  capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(small_npz), "--out", str(run), "--likelihood", likelihood, *TINY]) == 0, \
+        capsys.readouterr().err
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all("diagnostics_error" not in r for r in rows)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_nll"] <= -result["test_elbo"] + 0.5  # the IS bound is at least the ELBO, up to MC error
+    assert main(["diagnose", str(run), "--k-max", "100", "--points", "20", "--gap-points", "2", "--gap-steps", "5",
+                 "--grad-repeats", "4", "--quiet"]) == 0, capsys.readouterr().err
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.npy")]) == 0
+    import numpy as np
+    images = np.load(tmp_path / "s.npy")
+    assert images.shape == (4, 1, 28, 28) and np.isfinite(images).all()
+
+
+def test_the_autoregressive_likelihood_on_the_hvae_and_refused_for_the_gan(tmp_path, small_npz, capsys):
+    """The best configuration's shape (hvae, VampPrior on z2, bernoulli-ar) through the CLI, with a
+    resume; the GAN, whose output layer is a mean image, refuses bernoulli-ar in one line."""
+    run = tmp_path / "run"
+    argv = ["train", "--model", "hvae", "--prior", "vamp:3", "--likelihood", "bernoulli-ar", "--objective", "iwae:2",
+            "--data", str(small_npz), "--out", str(run), *TINY]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "4", "--quiet"]) == 0
+    assert [r["epoch"] for r in _rows(run)] == [1, 2, 3, 4]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_nll"] > 0
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
+    import numpy as np
+    for name in ("a.npy", "b.npy"):  # the pixel-by-pixel draws come from --seed's generator
+        assert main(["sample", str(run), "-n", "3", "--seed", "5", "-o", str(tmp_path / name)]) == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    gan = tmp_path / "gan"
+    capsys.readouterr()
+    assert main(["train", "--model", "gan", "--likelihood", "bernoulli-ar", "--data", str(small_npz), "--out", str(gan),
+                 *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bernoulli-ar" in err and not gan.exists(), err

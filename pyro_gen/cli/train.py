@@ -266,9 +266,9 @@ def _cmd_train_gan(args, family, model_kw: dict, train_kw: dict) -> int:
         ds = load_data(data_spec, likelihood=model_kw.get("likelihood", "bernoulli"), root=args.data_root)
         spec = gan_spec(ds.image_shape, **model_kw)
         config = make_config(spec, settings, data_spec, args.data_root, model_kind="gan")
-        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)  # the seed also fixes the initial parameters
-    gan = build_gan(spec, settings).to(device)
+    gan = build_gan(spec, settings).to(device)  # refuses what it cannot build before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
     config["device"] = str(device)
     write_json(run_dir / CONFIG, config)
     print(f"training a gan ({settings.loss}) on {config['data']['spec']} ({len(ds.train_x)} grey-level train images "
