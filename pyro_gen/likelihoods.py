@@ -3,9 +3,9 @@
 Contract: a likelihood is an :class:`torch.nn.Module` whose call maps the decoder output of
 shape ``batch + (C, H, W)`` to a distribution with ``batch_shape == batch`` and
 ``event_shape == (C, H, W)``, and whose ``mean(output, generator=None)`` gives the image a figure
-shows (the generator is used by a likelihood that needs draws for it). Its ``binarize`` attribute tells the trainer whether the
-data are binarized dynamically (Bernoulli) or used as they are, and ``support`` names the
-range of data it accepts (used to validate input data).
+shows (the generator is used by a likelihood that needs draws for it). Its ``binarize``
+attribute tells the trainer whether the data are binarized dynamically (Bernoulli) or used as
+they are, and ``support`` names the range of data it accepts (used to validate input data).
 """
 from __future__ import annotations
 
