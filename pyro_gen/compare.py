@@ -46,6 +46,7 @@ from .run import load_run, make_config, on_side_vectors, split_tensor
 from .train import TrainSettings, fit
 from .vae import ModelSpec
 from .errors import InputError
+from .likelihoods import make_likelihood
 
 __all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare",
            "MODEL_TRAINERS", "write_tables", "markdown_table"]
@@ -280,6 +281,10 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
         raise InputError(f"a model is named twice in {','.join(models)}")
     if not models and not runs:
         raise InputError("nothing to compare: name models to train or runs to load")
+    gans = [m for m in models if getattr(MODEL_TRAINERS[m], "func", None) is _train_gan]
+    if gans and getattr(make_likelihood(spec_kw.get("likelihood", "bernoulli")), "sequential", False):
+        raise InputError(f"--models {gans[0]}: a GAN's output layer is a likelihood's mean image, and the "
+                         f"autoregressive likelihood (bernoulli-ar) has none: compare it without the GANs")
     out = None if out_dir is None else Path(out_dir)
     if models and out is None:
         raise InputError("training models for a comparison needs an output folder for their runs")

@@ -156,3 +156,12 @@ def test_the_autoregressive_likelihood_on_the_hvae_and_refused_for_the_gan(tmp_p
                  *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bernoulli-ar" in err and not gan.exists(), err
+
+
+def test_compare_refuses_the_autoregressive_likelihood_for_a_gan_before_training(tmp_path, small_npz, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--models", "vae,wgan-gp", "--likelihood", "bernoulli-ar", "--data", str(small_npz),
+                 "--out", str(out), "--budget-seconds", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--models wgan-gp" in err and "bernoulli-ar" in err, err
+    assert not out.exists()
