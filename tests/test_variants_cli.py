@@ -145,6 +145,9 @@ def test_the_autoregressive_likelihood_on_the_hvae_and_refused_for_the_gan(tmp_p
     capsys.readouterr()
     assert main(["evaluate", str(run), "--k", "20", "--draws", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_nll"] > 0
+    assert main(["diagnose", str(run), "--k-max", "100", "--points", "20", "--gap-points", "2", "--gap-steps", "5",
+                 "--grad-repeats", "4", "--quiet"]) == 0, capsys.readouterr().err
+    assert "bernoulli-ar" in (run / "report.html").read_text()
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
     import numpy as np
     for name in ("a.npy", "b.npy"):  # the pixel-by-pixel draws come from --seed's generator
