@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .devices import module_device
 from .errors import InputError
-from .likelihoods import make_likelihood
+from .likelihoods import make_likelihood, mean_image
 from .priors import make_prior, sample_prior
 
 __all__ = ["HVAE", "GaussianLayer", "TopPosterior"]
@@ -186,7 +186,7 @@ class HVAE(nn.Module):
         for level in range(len(self.latent_dims) - 1, 0, -1):
             p = self.decoders[level - 1](z).base_dist
             z = p.loc + p.scale * torch.randn(p.loc.shape, generator=generator, device="cpu").to(device)
-        return self.likelihood.mean(self.pixels(z).reshape((n,) + self.image_shape), generator)
+        return mean_image(self.likelihood, self.pixels(z).reshape((n,) + self.image_shape), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

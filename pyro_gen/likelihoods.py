@@ -2,8 +2,9 @@
 
 Contract: a likelihood is an :class:`torch.nn.Module` whose call maps the decoder output of
 shape ``batch + (C, H, W)`` to a distribution with ``batch_shape == batch`` and
-``event_shape == (C, H, W)``, and whose ``mean(output, generator=None)`` gives the image a figure
-shows (the generator is used by a likelihood that needs draws for it). Its ``binarize``
+``event_shape == (C, H, W)``, and whose ``mean(output)`` gives the image a figure shows (a
+likelihood with ``sequential = True`` needs draws for it and takes ``mean(output, generator)``;
+:func:`mean_image` calls either). Its ``binarize``
 attribute tells the trainer whether the data are binarized dynamically (Bernoulli) or used as
 they are, and ``support`` names the range of data it accepts (used to validate input data).
 """
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 from .errors import InputError
 
 __all__ = ["Bernoulli", "AutoregressiveBernoulli", "ContinuousBernoulli", "Gaussian", "make_likelihood",
-           "LIKELIHOODS"]
+           "mean_image", "LIKELIHOODS"]
 
 
 class _BernoulliLogits(dist.Bernoulli):
@@ -47,9 +48,8 @@ class Bernoulli(nn.Module):
     def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return _BernoulliLogits(logits=logits, validate_args=False).to_event(3)
 
-    def mean(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """The mean image :math:`\\sigma(\\text{logits})` (``generator``: unused, as for every
-        likelihood whose mean has a closed form)."""
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The mean image :math:`\\sigma(\\text{logits})`."""
         return torch.sigmoid(logits)
 
 
@@ -73,6 +73,7 @@ class LocalContext(nn.Module):
         causal[:r] = True
         causal[r, :r] = True
         self.register_buffer("index", causal.flatten().nonzero().flatten(), persistent=False)
+        self.positions = [(p // window, p % window) for p in self.index.tolist()]  # (row, column) in the window
         n = len(self.index)
         # a generator of its own: building the likelihood leaves the global random stream alone
         g = torch.Generator().manual_seed(0)
@@ -89,9 +90,9 @@ class LocalContext(nn.Module):
     def _shifted(self, x: torch.Tensor):
         """The context pixels of every pixel: one ``(N, H, W)`` view per position of the window."""
         h, w = x.shape[-2:]
-        r, k = self.window // 2, self.window
+        r = self.window // 2
         padded = F.pad(x.reshape((-1, h, w)), (r, r, r, r))
-        return [padded[:, p // k: p // k + h, p % k: p % k + w] for p in self.index.tolist()]
+        return [padded[:, a: a + h, b: b + w] for a, b in self.positions]
 
     def per_pixel(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` computed pixel by pixel (any real-valued ``x``)."""
@@ -124,7 +125,9 @@ class LocalContext(nn.Module):
                 context = padded[:, i: i + self.window, j: j + self.window].reshape(base.shape[0], -1)[:, self.index]
                 p = torch.sigmoid(base[:, i, j] + self.correction(context)[:, 0])
                 probs[:, i, j] = p
-                padded[:, i + r, j + r] = torch.bernoulli(p, generator=generator)
+                # uniforms drawn on the CPU from the generator: the same draws on any device
+                u = torch.rand(p.shape, generator=generator) if generator is not None else torch.rand(p.shape)
+                padded[:, i + r, j + r] = (u.to(p.device) < p).to(p.dtype)
         return padded[:, r: r + h, r: r + w].reshape(shape), probs.reshape(shape)
 
 
@@ -177,7 +180,11 @@ class AutoregressiveBernoulli(nn.Module):
 
     def mean(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """What a figure shows for decoder outputs ``logits``: each pixel's probability given the
-        pixels before it along one sequential draw (the image's mean has no closed form)."""
+        pixels before it along one sequential draw (the image's mean has no closed form). The draw
+        uses a generator seeded from ``generator`` (which moves on by one number), so that it does
+        not repeat the random numbers a caller's codes were drawn with."""
+        if generator is not None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
         return self.context.draw(logits, generator)[1]
 
 
@@ -191,7 +198,7 @@ class ContinuousBernoulli(nn.Module):
     def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=logits, validate_args=False).to_event(3)
 
-    def mean(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return dist.ContinuousBernoulli(logits=logits, validate_args=False).mean
 
 
@@ -224,7 +231,7 @@ class Gaussian(nn.Module):
     def forward(self, loc: torch.Tensor) -> dist.TorchDistribution:
         return dist.Normal(loc, self.scale.expand(loc.shape), validate_args=False).to_event(3)
 
-    def mean(self, loc: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def mean(self, loc: torch.Tensor) -> torch.Tensor:
         return loc
 
 
@@ -235,6 +242,14 @@ LIKELIHOODS = {
     "gaussian": Gaussian,
     "gaussian-learned": lambda: Gaussian(learn_scale=True),
 }
+
+
+def mean_image(likelihood: nn.Module, output: torch.Tensor, generator: Optional[torch.Generator] = None):
+    """``likelihood.mean(output)``, with ``generator`` for a likelihood whose figure needs draws
+    (``sequential``; a likelihood of your own may define ``mean(output)`` alone)."""
+    if getattr(likelihood, "sequential", False):
+        return likelihood.mean(output, generator)
+    return likelihood.mean(output)
 
 
 def make_likelihood(name: str) -> nn.Module:

@@ -66,7 +66,7 @@ from torch import nn
 from .devices import module_device
 from .augment import RandomAffine
 from .guides import make_guide
-from .likelihoods import make_likelihood
+from .likelihoods import make_likelihood, mean_image
 from .nets import ConditionedEncoder, _concat, condition_vector, make_networks
 from .priors import make_prior, sample_prior
 from .vae import ModelSpec
@@ -280,7 +280,7 @@ class SSVAE(nn.Module):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The likelihood's mean image of each code and label."""
-        return self.likelihood.mean(self.decoder(z, y), generator)
+        return mean_image(self.likelihood, self.decoder(z, y), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from .devices import module_device
 from .guides import make_guide
-from .likelihoods import make_likelihood
+from .likelihoods import make_likelihood, mean_image
 from .nets import make_networks
 from .errors import InputError
 from .priors import make_prior, sample_prior
@@ -107,7 +107,7 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The likelihood's mean image for each code, shape ``z.shape[:-1] + (C, H, W)``."""
-        return self.likelihood.mean(self.decoder(z) if y is None else self.decoder(z, y), generator)
+        return mean_image(self.likelihood, self.decoder(z) if y is None else self.decoder(z, y), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:

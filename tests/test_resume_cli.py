@@ -88,6 +88,18 @@ def test_flags_that_repeat_the_runs_values_are_accepted(run, small_npz):
     assert _config(run)["resumed"] == [{"after_epoch": 1, "changed": {"epochs": [1, 2]}}]  # the only change
 
 
+def test_a_run_written_before_a_setting_existed_resumes_with_its_default(run):
+    """A run from before --weight-decay has no weight_decay in config.json: it was 0, so
+    ``--weight-decay 0`` repeats the run's value and is accepted; another value is a change."""
+    import json
+    config = _config(run)
+    del config["train"]["weight_decay"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--out", str(run), "--epochs", "2", "--weight-decay", "0", "--resume", "--quiet"]) == 0
+    assert [r["epoch"] for r in _rows(run)] == [1, 2]
+    assert main(["train", "--out", str(run), "--epochs", "3", "--weight-decay", "0.1", "--resume", "--quiet"]) == 2
+
+
 def test_a_prior_spec_compares_by_meaning(tmp_path, small_npz):
     out = tmp_path / "mog"
     assert main(["train", "--data", str(small_npz), "--out", str(out), "--epochs", "1", "--prior", "mog", *TINY]) == 0

@@ -210,8 +210,8 @@ def _check_resume(args, config: dict, given_kw: dict, settings_flags) -> dict:
         if key in given_kw:
             add(key, flag, given_kw[key], config["model"].get(key))
     for flag, key, _ in list(settings_flags) + [f for f in TRAIN_FLAGS if f[1] in ("epochs", "batch_size", "lr", "seed")]:
-        if key in given_kw and key not in given:
-            add(key, flag, given_kw[key], config["train"].get(key))
+        if key in given_kw and key not in given:  # a run written before a setting existed had its default
+            add(key, flag, given_kw[key], config["train"].get(key, getattr(TrainSettings, key, None)))
     return resume_changes(args.out, given, stored, flags)
 
 
