@@ -395,7 +395,9 @@ def cmd_train(args) -> int:
     classes = getattr(vae, "num_classes", None) or (0 if side is not None else getattr(vae, "condition_dim", 0))
     given = (", given the test side vectors" if side is not None else
              ", column c is class c" if classes == 10 else f", image i is of class i mod {classes}" if classes else "")
-    title = f"Samples (mean images of z ~ p(z){given})"
+    what = ("pixel probabilities along a draw" if getattr(getattr(vae, "likelihood", None), "sequential", False)
+            else "mean images")  # bernoulli-ar: each pixel's probability given the pixels drawn before it
+    title = f"Samples ({what} of z ~ p(z){given})"
     side_kw = {} if side is None else {"y": side}
     if callable(getattr(vae, "sample", None)):  # optional for a pair (docs/own_model.rst)
         attempt(failures, "samples.png", lambda: plot_images(vae.sample(100, generator=gen, **side_kw).cpu().numpy(),
