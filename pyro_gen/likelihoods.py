@@ -103,7 +103,8 @@ class LocalContext(nn.Module):
 
         For binary images (the likelihood's support) with at most 14 pixels of context, the
         correction is computed once for every pattern of the context and looked up by each pixel's
-        pattern: the values of :meth:`per_pixel`, without a hidden layer per pixel (about 5x faster)."""
+        pattern: the values of :meth:`per_pixel`, without a hidden layer per pixel (the likelihood's
+        extra cost per training step of ``benchmarks/likelihood_step.py``: 3.6 ms instead of 13.6)."""
         shifted = self._shifted(x)
         n = len(shifted)
         if n > 14 or not bool(((x == 0) | (x == 1)).all()):
