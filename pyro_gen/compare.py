@@ -40,13 +40,12 @@ import torch
 from .checkpoint import CONFIG, METRICS, RunError, atomic_write, attempt, read_json, read_jsonl, write_json
 from .data import load_data
 from .families import FAMILIES, binarizes
-from .gan import GANSettings, build_gan, fit_gan, gan_spec
+from .gan import GANSettings, build_gan, fit_gan, gan_spec, output_likelihood
 from .metrics import ClassifierInfo, domain_classifier, embed, sample_quality_from_embeddings
 from .run import load_run, make_config, on_side_vectors, split_tensor
 from .train import TrainSettings, fit
 from .vae import ModelSpec
 from .errors import InputError
-from .likelihoods import make_likelihood
 
 __all__ = ["StopTraining", "WallClockBudget", "ComparisonRow", "Comparison", "compare",
            "MODEL_TRAINERS", "write_tables", "markdown_table"]
@@ -282,9 +281,11 @@ def compare(models: Sequence[str] = ("vae", "gan"), *, runs: Sequence = (), data
     if not models and not runs:
         raise InputError("nothing to compare: name models to train or runs to load")
     gans = [m for m in models if getattr(MODEL_TRAINERS[m], "func", None) is _train_gan]
-    if gans and getattr(make_likelihood(spec_kw.get("likelihood", "bernoulli")), "sequential", False):
-        raise InputError(f"--models {gans[0]}: a GAN's output layer is a likelihood's mean image, and the "
-                         f"autoregressive likelihood (bernoulli-ar) has none: compare it without the GANs")
+    if gans:  # refused before the other models train
+        try:
+            output_likelihood(spec_kw.get("likelihood", "bernoulli"))
+        except InputError as e:
+            raise InputError(f"--models {gans[0]}: {e}") from None
     out = None if out_dir is None else Path(out_dir)
     if models and out is None:
         raise InputError("training models for a comparison needs an output folder for their runs")

@@ -10,13 +10,13 @@ the CPU (:func:`flush_denormals`).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["rng_devices", "DEVICES", "resolve_device", "module_device", "to_cpu", "flush_denormals"]
+__all__ = ["rng_devices", "DEVICES", "resolve_device", "module_device", "to_cpu", "flush_denormals", "spawn_generator"]
 
 #: What ``--device`` accepts.
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -114,6 +114,15 @@ def flush_denormals() -> Iterator[bool]:
     finally:
         if on and not was_on:
             torch.set_flush_denormal(False)
+
+
+def spawn_generator(generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """A new CPU generator seeded from one number of ``generator`` (which moves on by that number),
+    for draws that must not repeat the random numbers another draw read from ``generator``'s state
+    (:func:`pyro_gen.priors.sample_prior` reads it without moving it on); ``None`` for ``None``."""
+    if generator is None:
+        return None
+    return torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
 
 
 def _flushing() -> bool:

@@ -66,7 +66,7 @@ from .errors import InputError
 
 __all__ = ["GAN", "Discriminator", "GANSettings", "AdversarialStep", "GAN_LOSSES", "build_gan", "fit_gan",
            "gradient_penalty", "discriminator_loss", "generator_loss", "gan_spec", "ema_decay",
-           "add_spectral_norm"]
+           "add_spectral_norm", "output_likelihood"]
 
 
 class Discriminator(nn.Module):
@@ -119,11 +119,7 @@ class GAN(nn.Module):
         self.decoder = decoder
         self.discriminator = discriminator
         # raw outputs -> images (a likelihood's mean; it holds no parameters): a name, or a likelihood module
-        likelihood = make_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
-        if getattr(likelihood, "sequential", False):
-            raise InputError("the GAN's output layer is a likelihood's mean image, and the autoregressive likelihood "
-                             "(bernoulli-ar) has none: use --likelihood bernoulli")
-        self.output = likelihood.mean
+        self.output = output_likelihood(likelihood).mean
         # checkpoints written when the output layer was a likelihood module held its (unused) buffers
         self._register_load_state_dict_pre_hook(_drop_likelihood_keys)
         self.latent_dim = int(latent_dim)
@@ -162,6 +158,16 @@ class GAN(nn.Module):
         # drawn on the CPU: the same draws on any device
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu")
         return self.decode(z.to(module_device(self)))
+
+
+def output_likelihood(likelihood) -> nn.Module:
+    """The likelihood (a name or a module) whose mean is a GAN's output layer; refuses one whose
+    mean image needs draws (``sequential``: ``bernoulli-ar``)."""
+    likelihood = make_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
+    if getattr(likelihood, "sequential", False):
+        raise InputError("the GAN's output layer is a likelihood's mean image, and the autoregressive likelihood "
+                         "(bernoulli-ar) has none: use --likelihood bernoulli")
+    return likelihood
 
 
 def _drop_likelihood_keys(state_dict, prefix, *args) -> None:

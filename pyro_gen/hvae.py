@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .devices import module_device
+from .devices import module_device, spawn_generator
 from .errors import InputError
 from .likelihoods import make_likelihood, mean_image
 from .priors import make_prior, sample_prior
@@ -179,8 +179,7 @@ class HVAE(nn.Module):
         """Mean images of ``n`` draws of the top-down chain, shape ``(n, C, H, W)``."""
         device = module_device(self)  # noise drawn on the CPU from the generator, used where the model is
         if self.prior is not None:  # sample_prior reads the generator's state without moving it on
-            seed = None if generator is None else int(torch.randint(2 ** 62, (1,), generator=generator))
-            z = sample_prior(self.prior, n, None if seed is None else torch.Generator().manual_seed(seed))
+            z = sample_prior(self.prior, n, spawn_generator(generator))
         else:
             z = torch.randn(n, self.latent_dims[-1], generator=generator, device="cpu").to(device)
         for level in range(len(self.latent_dims) - 1, 0, -1):

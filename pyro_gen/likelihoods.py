@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
+from .devices import spawn_generator
 from .errors import InputError
 
 __all__ = ["Bernoulli", "AutoregressiveBernoulli", "ContinuousBernoulli", "Gaussian", "make_likelihood",
@@ -75,6 +76,9 @@ class LocalContext(nn.Module):
         self.register_buffer("index", causal.flatten().nonzero().flatten(), persistent=False)
         self.positions = [(p // window, p % window) for p in self.index.tolist()]  # (row, column) in the window
         n = len(self.index)
+        # every pattern of the context pixels (bit k: position k), for the lookup of forward
+        patterns = (torch.arange(1 << n)[:, None] >> torch.arange(n)) & 1 if n <= 14 else torch.zeros(0, n)
+        self.register_buffer("patterns", patterns.float(), persistent=False)
         # a generator of its own: building the likelihood leaves the global random stream alone
         g = torch.Generator().manual_seed(0)
         self.w = nn.Parameter(torch.randn(n, hidden, generator=g) / n ** 0.5) if hidden else None
@@ -96,7 +100,10 @@ class LocalContext(nn.Module):
 
     def per_pixel(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` computed pixel by pixel (any real-valued ``x``)."""
-        return self.correction(torch.stack(self._shifted(x), -1)).reshape(x.shape)
+        return self._per_pixel(x, self._shifted(x))
+
+    def _per_pixel(self, x: torch.Tensor, shifted) -> torch.Tensor:
+        return self.correction(torch.stack(shifted, -1)).reshape(x.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The correction of every pixel of ``x`` ``(..., C, H, W)`` given the pixels before it, same shape.
@@ -106,12 +113,10 @@ class LocalContext(nn.Module):
         pattern: the values of :meth:`per_pixel`, without a hidden layer per pixel (the likelihood's
         extra cost per training step of ``benchmarks/likelihood_step.py``: 3.6 ms instead of 13.6)."""
         shifted = self._shifted(x)
-        n = len(shifted)
-        if n > 14 or not bool(((x == 0) | (x == 1)).all()):
-            return self.per_pixel(x)
+        if not len(self.patterns) or not bool(((x == 0) | (x == 1)).all()):
+            return self._per_pixel(x, shifted)
         codes = sum(s * (1 << k) for k, s in enumerate(shifted)).long()
-        patterns = (torch.arange(1 << n, device=x.device)[:, None] >> torch.arange(n, device=x.device)) & 1
-        return self.correction(patterns.to(x.dtype))[:, 0][codes].reshape(x.shape)
+        return self.correction(self.patterns.to(x.dtype))[:, 0][codes].reshape(x.shape)
 
     @torch.no_grad()
     def draw(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None):
@@ -184,9 +189,7 @@ class AutoregressiveBernoulli(nn.Module):
         pixels before it along one sequential draw (the image's mean has no closed form). The draw
         uses a generator seeded from ``generator`` (which moves on by one number), so that it does
         not repeat the random numbers a caller's codes were drawn with."""
-        if generator is not None:
-            generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
-        return self.context.draw(logits, generator)[1]
+        return self.context.draw(logits, spawn_generator(generator))[1]
 
 
 class ContinuousBernoulli(nn.Module):
